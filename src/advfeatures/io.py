@@ -1,0 +1,87 @@
+"""Safe file writing and tensor-file helpers: atomic renames and safetensors only, never pickles."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+
+from .errors import CorruptFileError
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Yield a temporary path beside `path`; on success rename it over `path`, on failure delete it.
+
+    A reader never sees a half-written file: either the old file (or none) or the complete new one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json_atomic(path: str | os.PathLike, obj) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CorruptFileError(f"{path}: not valid JSON ({err}); delete it and run again") from err
+
+
+def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """Write a safetensors file atomically; metadata values must be strings."""
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+
+
+def load_tensors(path: str | os.PathLike, required: tuple[str, ...] = ()) -> tuple[dict, dict]:
+    """Read a safetensors file; returns (tensors, metadata). Corrupt or incomplete files raise CorruptFileError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CorruptFileError(f"{path}: no such file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise CorruptFileError(
+            f"{path}: not a readable safetensors file ({err}); it may be truncated - delete it and recreate it"
+        ) from err
+    missing = [k for k in required if k not in tensors]
+    if missing:
+        raise CorruptFileError(f"{path}: missing tensors {missing}; delete it and recreate it")
+    return tensors, metadata
+
+
+def load_or_build(path: Path, load: Callable, build: Callable, log: Callable[[str], None] = print):
+    """Return load(path) if a valid cached file is there, else build() (which writes it). Corrupt caches are rebuilt."""
+    if path.exists():
+        try:
+            return load(path)
+        except CorruptFileError as err:
+            log(f"cached {path} is unusable ({err}); rebuilding it")
+            path.unlink(missing_ok=True)
+    return build()
