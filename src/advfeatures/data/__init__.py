@@ -39,6 +39,25 @@ register_dataset(
     "planted robust + non-robust features, 1x16x16, offline",
 )
 
+# Real datasets on disk. Root: the root argument, else $ADVFEATURES_DATA, else ~/data. Their modules import
+# torchvision, scipy and PIL only when a loader runs, so importing the registry stays cheap.
+from .imagefolders import load_imagefolder, load_restricted_imagenet  # noqa: E402
+from .torchvision_sets import load_cifar10, load_cifar100, load_mnist, load_svhn  # noqa: E402
+
+register_dataset("cifar10", load_cifar10, "CIFAR-10, 3x32x32 (ROOT/cifar-10-batches-py)", needs_root=True)
+register_dataset("cifar100", load_cifar100, "CIFAR-100 fine labels (ROOT/cifar-100-python)", needs_root=True)
+register_dataset("svhn", load_svhn, "SVHN digits, 3x32x32 (ROOT/{train,test}_32x32.mat)", needs_root=True)
+register_dataset("mnist", load_mnist, "MNIST digits, 1x28x28 (ROOT/MNIST/raw)", needs_root=True)
+register_dataset(
+    "imagefolder", load_imagefolder, "ROOT/{train,test}/<class>/<image>; option size", needs_root=True
+)
+register_dataset(
+    "restricted_imagenet",
+    load_restricted_imagenet,
+    "9 ImageNet superclasses from ROOT/{train,val}/<synset>/; options size=224, augment=False",
+    needs_root=True,
+)
+
 
 def load_dataset(name: str, split: str = "train", root: str | Path | None = None, **options) -> Dataset:
     """A torch Dataset of (float image (C, H, W) in [0, 1], int label); the same split on every machine."""
@@ -54,7 +73,7 @@ def as_tensors(dataset: Dataset, batch_size: int = 1024) -> TensorImageDataset:
     if isinstance(dataset, TensorImageDataset):
         return dataset
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
-    images, labels = zip(*[(x, torch.as_tensor(y)) for x, y in loader])
+    images, labels = zip(*[(x, torch.as_tensor(y)) for x, y in loader], strict=True)
     num_classes = getattr(dataset, "num_classes", None) or len(getattr(dataset, "classes", []) or []) or None
     return TensorImageDataset(torch.cat(images), torch.cat(labels), num_classes=num_classes)
 

@@ -1,0 +1,242 @@
+"""Standard and PGD adversarial training on in-memory tensors, with epoch checkpoints for resume.
+
+Adversarial training (Madry et al., 2018; paper C.3) replaces each batch by PGD examples generated against
+the current model (in eval mode, so batch-norm statistics see only the training inputs) and takes an SGD
+step on them. The paper's recipe is L2 PGD with 7 steps of eps/5 from the clean image.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .attacks import check_norm, pgd_attack
+from .data.base import check_images_labels
+from .device import autocast, to_memory_format
+from .errors import BadInputError, CorruptFileError
+from .io import load_tensors, save_tensors
+
+
+@dataclass
+class AdversarialConfig:
+    norm: str = "l2"
+    eps: float = 0.5
+    steps: int = 7  # paper C.3
+    step_size: float | None = None  # None: eps / 5 (paper C.3)
+    random_start: bool = False  # paper: from the clean image
+
+    def resolved_step_size(self) -> float:
+        return self.eps / 5 if self.step_size is None else self.step_size
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "step"  # "step": one 10x drop (paper Table 3) | "cosine" | "onecycle" | "constant"
+    lr_drop_at: float = 0.5  # fraction of training after which the step schedule drops the lr 10x
+    warmup_epochs: float = 0.0  # linear warm-up, in epochs
+    crop_padding: int = 0  # random-crop augmentation: pad by this many pixels and crop back (0: off)
+    flip: bool = False  # random horizontal flips (not for digits)
+    label_smoothing: float = 0.0
+    adversarial: AdversarialConfig | None = None
+    seed: int = 0
+    amp: bool = False  # bf16 autocast on CUDA
+    channels_last: bool = False
+
+    def __post_init__(self):
+        if isinstance(self.adversarial, dict):
+            self.adversarial = AdversarialConfig(**self.adversarial)
+        if self.schedule not in ("step", "cosine", "onecycle", "constant"):
+            raise BadInputError(f"unknown lr schedule {self.schedule!r}; choose step, cosine, onecycle or constant")
+        if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
+            raise BadInputError("epochs must be >= 0, batch_size >= 1 and lr > 0")
+        if self.adversarial is not None:
+            check_norm(self.adversarial.norm)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def learning_rate(config: TrainConfig, progress: float) -> float:
+    """The lr at `progress` epochs into training (fractional epochs allowed)."""
+    if config.warmup_epochs and progress < config.warmup_epochs:
+        return config.lr * (progress + 1e-3) / config.warmup_epochs
+    frac = progress / max(config.epochs, 1e-9)
+    if config.schedule == "step":
+        return config.lr * (0.1 if frac >= config.lr_drop_at else 1.0)
+    if config.schedule == "cosine":
+        return config.lr * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
+    if config.schedule == "onecycle":  # linear up for 20%, linear down to 0
+        return config.lr * (frac / 0.2 if frac < 0.2 else max(0.0, (1 - frac) / 0.8))
+    return config.lr
+
+
+def augment(x: torch.Tensor, config: TrainConfig, generator: torch.Generator) -> torch.Tensor:
+    """Batched random crop (with zero padding) and horizontal flip; no per-sample Python loops."""
+    n, _, h, w = x.shape
+    if config.crop_padding:
+        p = config.crop_padding
+        padded = F.pad(x, (p, p, p, p))
+        dy = torch.randint(0, 2 * p + 1, (n,), generator=generator, device=x.device)
+        dx = torch.randint(0, 2 * p + 1, (n,), generator=generator, device=x.device)
+        rows = (dy[:, None] + torch.arange(h, device=x.device))[:, :, None]  # (n, h, 1)
+        cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, :]  # (n, 1, w)
+        batch = torch.arange(n, device=x.device)[:, None, None]
+        x = padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
+    if config.flip:
+        flip = torch.rand(n, generator=generator, device=x.device) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    return x.contiguous()
+
+
+def _save_checkpoint(path: Path, model, optimizer, epoch: int, generator: torch.Generator) -> None:
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    for i, group_state in enumerate(optimizer.state_dict()["state"].values()):
+        if "momentum_buffer" in group_state and group_state["momentum_buffer"] is not None:
+            tensors[f"momentum.{i}"] = group_state["momentum_buffer"]
+    tensors["generator_state"] = generator.get_state()
+    save_tensors(path, tensors, {"epoch": str(epoch)})
+
+
+def _load_checkpoint(path: Path, model, optimizer, generator: torch.Generator) -> int:
+    tensors, meta = load_tensors(path, required=("generator_state",))
+    try:
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        state = optimizer.state_dict()
+        for i, pid in enumerate(state["param_groups"][0]["params"]):
+            if f"momentum.{i}" in tensors:
+                state["state"][pid] = {"momentum_buffer": tensors[f"momentum.{i}"]}
+        optimizer.load_state_dict(state)
+        generator.set_state(tensors["generator_state"].cpu())
+        return int(meta["epoch"])
+    except (RuntimeError, KeyError, ValueError) as err:
+        raise CorruptFileError(f"{path}: training checkpoint does not match this run ({err})") from err
+
+
+def train_model(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    config: TrainConfig,
+    *,
+    progress: bool = True,
+    desc: str = "train",
+    checkpoint: str | Path | None = None,
+) -> dict:
+    """Train `model` in place on tensors (already on the model's device); returns a history dict.
+
+    With `checkpoint`, the model, optimizer and data order are saved after every epoch and a re-run resumes
+    from the last finished epoch; the checkpoint is deleted when training completes.
+    """
+    num_classes = model.head.out_features if hasattr(model, "head") else None
+    check_images_labels(images, labels, num_classes, source=desc)
+    device = images.device
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
+    start_epoch = 0
+    checkpoint = Path(checkpoint) if checkpoint else None
+    if checkpoint and checkpoint.exists():
+        try:
+            start_epoch = _load_checkpoint(checkpoint, model, optimizer, generator)
+        except CorruptFileError:
+            checkpoint.unlink()
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    n = images.shape[0]
+    steps_per_epoch = math.ceil(n / config.batch_size)
+    history = {"loss": [], "train_accuracy": [], "seconds": 0.0}
+    adv = config.adversarial
+    t0 = time.perf_counter()
+    bar = tqdm(total=config.epochs, initial=start_epoch, desc=desc, disable=not progress, leave=False, unit="ep")
+    for epoch in range(start_epoch, config.epochs):
+        model.train()
+        order = torch.randperm(n, generator=generator, device=device)
+        total_loss, correct = 0.0, 0
+        for step in range(steps_per_epoch):
+            idx = order[step * config.batch_size : (step + 1) * config.batch_size]
+            x, y = images[idx], labels[idx]
+            x = augment(x, config, generator) if (config.crop_padding or config.flip) else x
+            if adv is not None:
+                x = pgd_attack(
+                    model, x, y, norm=adv.norm, eps=adv.eps, steps=adv.steps, step_size=adv.resolved_step_size(),
+                    random_start=adv.random_start, batch_size=x.shape[0],
+                    seed=int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=device)),
+                    amp=config.amp,
+                )
+                model.train()
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(config, epoch + step / steps_per_epoch)
+            with autocast(device, config.amp):
+                logits = model(to_memory_format(x, config.channels_last))
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
+            if not torch.isfinite(loss):
+                raise RuntimeError(f"{desc}: training diverged (loss {loss.item()}) at epoch {epoch}; lower the lr")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total_loss += float(loss.detach()) * y.shape[0]
+            correct += int((logits.argmax(1) == y).sum())
+        history["loss"].append(total_loss / n)
+        history["train_accuracy"].append(correct / n)
+        bar.update(1)
+        bar.set_postfix(loss=f"{total_loss / n:.3f}", acc=f"{correct / n:.3f}")
+        if checkpoint and epoch + 1 < config.epochs:
+            _save_checkpoint(checkpoint, model, optimizer, epoch + 1, generator)
+    bar.close()
+    if checkpoint:
+        checkpoint.unlink(missing_ok=True)
+    model.eval()
+    history["seconds"] = time.perf_counter() - t0
+    return history
+
+
+def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of a dataset, for the normalisation inside a model."""
+    mean = images.mean(dim=(0, 2, 3))
+    std = images.std(dim=(0, 2, 3)).clamp_min(1e-3)
+    return mean.tolist(), std.tolist()
+
+
+@dataclass
+class ModelSpec:
+    """Which architecture to build and how (arguments beyond shape, e.g. width)."""
+
+    arch: str = "small_cnn"
+    options: dict = field(default_factory=dict)
+
+
+def train_new_model(
+    spec: ModelSpec,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    config: TrainConfig,
+    *,
+    mean: list[float] | None = None,
+    std: list[float] | None = None,
+    progress: bool = True,
+    desc: str = "train",
+    checkpoint: str | Path | None = None,
+):
+    """Seed, build and train a fresh model; returns (model, history). The same seed gives the same model on CPU."""
+    from .models import build_model
+
+    torch.manual_seed(config.seed)
+    model = build_model(
+        spec.arch, in_channels=images.shape[1], num_classes=num_classes, image_size=images.shape[-1],
+        mean=mean, std=std, **spec.options,
+    ).to(images.device)
+    history = train_model(model, images, labels, config, progress=progress, desc=desc, checkpoint=checkpoint)
+    return model, history
