@@ -98,13 +98,13 @@ def projected_gradient(
     random_start: bool = False,
     restarts: int = 1,
     generator: torch.Generator | None = None,
-    stop_score: float | None = None,
+    stop_score: float | torch.Tensor | None = None,
 ) -> AttackResult:
     """Maximise `objective` over the eps-ball around `center` intersected with [0, 1]^d.
 
     Restart 0 begins at `start` (default: `center`), plus uniform noise if `random_start`; later restarts
-    always add noise. With `stop_score`, an example whose score reaches it stops moving and leaves the batch
-    (early exit: its best iterate can no longer matter to a success criterion).
+    always add noise. With `stop_score` (a number, or one per example), an example whose score reaches it
+    stops moving and leaves the batch (early exit: once a success criterion is met, more steps cannot matter).
     """
     check_norm(norm)
     if eps < 0 or steps < 0 or restarts < 1 or step_size < 0:
@@ -133,7 +133,7 @@ def projected_gradient(
                 break
             keep = torch.ones_like(better)
             if stop_score is not None:
-                keep = score < stop_score
+                keep = score < (stop_score[active] if torch.is_tensor(stop_score) else stop_score)
             moved = x_active.detach() + step_size * step_direction(grad.float(), norm)
             moved = (center[active] + project(moved - center[active], norm, eps)).clamp(0, 1)
             x[active] = moved.to(x.dtype)
@@ -271,10 +271,8 @@ def invert_representation(
         for sl in _batches(target_images.shape[0], batch_size):
             with autocast(target_images.device, amp):
                 target = model.representation(target_images[sl]).float()
-            stop = None
-            if tolerance is not None:
-                # score = -distance >= -tol * ||g(x)||  <=>  relative error <= tol; use the batch's smallest norm
-                stop = float(-tolerance * target.norm(dim=1).min())
+            # score = -distance >= -tol * ||g(x)||  <=>  relative error <= tol
+            stop = None if tolerance is None else -tolerance * target.norm(dim=1)
             result = projected_gradient(
                 RepresentationObjective(model, target, amp), target_images[sl], norm=norm, eps=math.inf,
                 steps=steps, step_size=step_size, start=start_images[sl], stop_score=stop,

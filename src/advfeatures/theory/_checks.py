@@ -70,13 +70,16 @@ def check_data(x, y) -> tuple[torch.Tensor, torch.Tensor]:
     """x: (n, d) samples, y: (n,) labels in {-1, +1}; returned as float64."""
     x = as_tensor(x, "x")
     y = as_tensor(y, "y")
-    if x.dim() != 2 or x.shape[0] == 0:
-        raise BadInputError(f"x has shape {tuple(x.shape)}; pass a non-empty (n, d) matrix of samples")
+    if x.dim() != 2 or x.shape[0] < 2 or x.shape[1] == 0:
+        raise BadInputError(f"x has shape {tuple(x.shape)}; pass an (n, d) matrix with n >= 2 samples")
     if y.shape != (x.shape[0],):
         raise BadInputError(f"y has shape {tuple(y.shape)} but x has {x.shape[0]} rows; "
                             "pass one label per row")
     if not ((y == 1) | (y == -1)).all():
         raise BadInputError("y must contain only -1 and +1; map your labels to {-1, +1}")
+    constant = (x == x[0]).all(dim=0)
+    if constant.any():
+        raise BadInputError(f"feature {int(constant.nonzero()[0])} of x is constant; drop constant features")
     return x, y
 
 

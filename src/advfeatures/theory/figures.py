@@ -17,6 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 import numpy as np  # noqa: E402
 from matplotlib.patches import Ellipse  # noqa: E402
+from matplotlib.ticker import FixedLocator, NullFormatter, ScalarFormatter  # noqa: E402
 
 X1_LIMITS = (-20.0, 20.0)
 X2_LIMITS = (-10.0, 10.0)
@@ -31,6 +32,7 @@ def save_figure(fig, path: Path) -> None:
     os.close(fd)
     try:
         fig.savefig(tmp, format="png", dpi=100)
+        os.chmod(tmp, 0o644)  # mkstemp makes the file private; figures are meant to be read
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -145,6 +147,9 @@ def variance_figure(path: Path, eps_line, closed_form_line, eps_points, relaxed,
     right.set_yscale("log")
     right.set_xlabel(r"$\ell_2$ radius $\varepsilon$")
     right.set_ylabel("anisotropy (max / min variance)")
+    right.yaxis.set_major_locator(FixedLocator([1, 1.5, 2, 3, 5, 10, 20, 50, 100]))
+    right.yaxis.set_major_formatter(ScalarFormatter())
+    right.yaxis.set_minor_formatter(NullFormatter())
     right.set_title("The robust covariance blends toward the identity", fontsize=10)
     right.legend(fontsize=8)
     save_figure(fig, path)

@@ -71,7 +71,7 @@ def fit_mle(x, y) -> GaussianFit:
     mu = (y[:, None] * x).mean(0)
     sigma = ((x - y[:, None] * mu) ** 2).mean(0)
     if (sigma <= 0).any():
-        raise BadInputError("a feature has zero variance in x; drop constant features before fitting")
+        raise BadInputError("a feature has zero variance within the classes; drop it before fitting")
     loss = gaussian_nll(x, y[:, None] * mu, sigma).mean().item()
     return GaussianFit(mu=mu, sigma=sigma, eps=0.0, adversary="none", steps=0, loss=loss)
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from advfeatures.errors import BadInputError
+
 from .figures import alignment_figure, figure4, variance_figure
 from .fit import fit_gaussian
 from .gaussian import GaussianFit, anisotropy, fit_mle, robust_covariance, robust_lambda, sample_gaussian
@@ -162,10 +164,13 @@ def run_theory(out_dir: Path, seed: int = 0, quick: bool = False) -> dict:
     Keys: model, robust_variances (Theorem 2 closed form vs relaxed and exact empirical fits per eps),
     robust_variances_10d, anisotropy, theorem1 (formula vs Monte Carlo), isotropy (fixed-trace comparison),
     alignment (Theorem 3, standard vs robust), conventions, figures (file names relative to out_dir), seconds.
-    quick=True uses fewer samples and radii (for tests).
+    quick=True uses fewer samples and radii (for tests). The work runs with one torch intra-op thread (the
+    previous setting is restored afterwards): the tensors are tiny and extra threads only contend.
     """
     start = time.perf_counter()
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BadInputError(f"{out_dir} exists and is not a folder; pass a folder for the figures")
     out_dir.mkdir(parents=True, exist_ok=True)
     sigma_star = torch.tensor(SIGMA_STAR, dtype=torch.float64)
     eps_points = FIGURE4_EPS if quick else (0.1, 0.3, 1.0, 3.0, 10.0, 30.0)
