@@ -115,10 +115,16 @@ class CifarResNet(ImageClassifier):
     def __init__(
         self, in_channels: int, num_classes: int, block: type[BasicBlock] | type[Bottleneck],
         layers: Sequence[int], mean: Sequence[float] | None, std: Sequence[float] | None, width: int,
+        stem: str = "cifar",
     ):
         super().__init__(in_channels, *cifar_stats(in_channels, mean, std))
         _check_width(type(self).__name__, width)
-        parts: list[tuple[str, nn.Module]] = [("stem", conv_bn_relu(in_channels, width))]
+        if stem not in ("cifar", "imagenet"):
+            raise BadInputError(f"{type(self).__name__}: stem must be 'cifar' or 'imagenet', got {stem!r}")
+        first = conv_bn_relu(in_channels, width)
+        if stem == "imagenet":  # 7x7 stride-2 conv + 3x3 stride-2 max-pool, for 224x224 inputs
+            first = nn.Sequential(conv_bn_relu(in_channels, width, kernel=7, stride=2), nn.MaxPool2d(3, 2, 1))
+        parts: list[tuple[str, nn.Module]] = [("stem", first)]
         cin = width
         for i, n_blocks in enumerate(layers):
             planes = width * 2**i
@@ -137,9 +143,9 @@ class ResNet18(CifarResNet):
 
     def __init__(
         self, in_channels: int, num_classes: int, image_size: int, mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None, width: int = 64,
+        std: Sequence[float] | None = None, width: int = 64, stem: str = "cifar",
     ):
-        super().__init__(in_channels, num_classes, BasicBlock, (2, 2, 2, 2), mean, std, width)
+        super().__init__(in_channels, num_classes, BasicBlock, (2, 2, 2, 2), mean, std, width, stem)
 
 
 class ResNet50(CifarResNet):
@@ -147,9 +153,9 @@ class ResNet50(CifarResNet):
 
     def __init__(
         self, in_channels: int, num_classes: int, image_size: int, mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None, width: int = 64,
+        std: Sequence[float] | None = None, width: int = 64, stem: str = "cifar",
     ):
-        super().__init__(in_channels, num_classes, Bottleneck, (3, 4, 6, 3), mean, std, width)
+        super().__init__(in_channels, num_classes, Bottleneck, (3, 4, 6, 3), mean, std, width, stem)
 
 
 # ------------------------------------------------------------------------------------------------------ VGG

@@ -1,0 +1,212 @@
+"""Command line: a thin layer over the library. Exit codes: 0 success, 2 bad usage or input, 1 anything else."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import BadInputError
+
+EPILOG = "Errors print one line; exit code 2 means bad usage or input, 1 anything else."
+
+
+def _add_data_args(p: argparse.ArgumentParser, required: bool = False) -> None:
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--dataset", help="registered dataset name (digits, synthetic, cifar10, ...)")
+    g.add_argument("--dataset-file", type=Path, help="a .safetensors file written by advfeatures, or a released folder")
+    p.add_argument("--data-root", help="folder with the dataset files (default: $ADVFEATURES_DATA or ~/data)")
+    p.add_argument("--download", action="store_true", help="download the dataset into --data-root if missing")
+    p.add_argument("--limit", type=int, help="use only the first N images")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .presets import DEFAULT_PRESETS, PRESETS
+
+    parser = argparse.ArgumentParser(
+        prog="advfeatures", epilog=EPILOG,
+        description="Reproduce 'Adversarial Examples Are Not Bugs, They Are Features' (Ilyas et al., 2019).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("reproduce", help="run the paper's experiments and write results + report", epilog=EPILOG)
+    r.add_argument("--preset", default=",".join(DEFAULT_PRESETS),
+                   help=f"comma-separated presets from {', '.join(PRESETS)} (default: %(default)s)")
+    r.add_argument("--out", type=Path, default=Path("runs/default"), help="run directory (default: %(default)s)")
+    r.add_argument("--seeds", type=int, default=1, help="repeat the whole pipeline with N seeds (default: 1)")
+    r.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    r.add_argument("--data-root", help="folder with real datasets (cifar10, restricted_imagenet)")
+    r.add_argument("--download", action="store_true", help="download missing real datasets into --data-root")
+    r.add_argument("--released", type=Path,
+                   help="folder of the authors' released CIFAR-10 datasets: train on them instead of constructing")
+    r.add_argument("--full", action="store_true", help="every transfer architecture (slower)")
+    r.add_argument("--no-theory", action="store_true", help="skip the Section 4 theory stage")
+    r.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars (one line per stage remains)")
+    q = r.add_argument_group("quick-run overrides (change results; a run directory is resumed only with the same)")
+    q.add_argument("--quick", action="store_true", help="tiny everything: checks the pipeline, not the paper")
+    q.add_argument("--limit", type=int, help="first N training images (N/2 test images)")
+    q.add_argument("--epochs", type=int, help="epochs for every training")
+    q.add_argument("--steps", type=int, help="cap on inversion, relabelling and evaluation steps")
+    q.add_argument("--eval-restarts", type=int, help="attack runs per example in evaluation")
+    q.add_argument("--width", type=int, help="width option for every architecture that has one")
+
+    t = sub.add_parser("train", help="train one model (standard or adversarial)", epilog=EPILOG)
+    _add_data_args(t)
+    mode = t.add_mutually_exclusive_group()
+    mode.add_argument("--standard", action="store_true", help="standard training (default)")
+    mode.add_argument("--adversarial", action="store_true", help="PGD adversarial training")
+    t.add_argument("--arch", default="small_cnn", help="model architecture (default: %(default)s)")
+    t.add_argument("--width", type=int, help="architecture width option")
+    t.add_argument("--epochs", type=int, default=30)
+    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--lr", type=float, default=0.05)
+    t.add_argument("--schedule", default="onecycle", help="step, cosine, onecycle or constant")
+    t.add_argument("--crop-padding", type=int, default=0)
+    t.add_argument("--flip", action="store_true")
+    t.add_argument("--norm", default="l2", help="l2 or linf (adversarial training)")
+    t.add_argument("--eps", type=float, default=0.5, help="adversarial training radius")
+    t.add_argument("--attack-steps", type=int, default=7, help="PGD steps per batch (paper: 7)")
+    t.add_argument("--step-size", type=float, help="PGD step size (default eps/5, paper C.3)")
+    t.add_argument("--random-start", action="store_true", help="start PGD from a random point in the ball")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="auto")
+    t.add_argument("--out", type=Path, required=True, help="where to write the .safetensors model")
+
+    e = sub.add_parser("evaluate", help="clean and robust accuracy of a saved model", epilog=EPILOG)
+    e.add_argument("model", type=Path, help="a .safetensors model written by advfeatures")
+    _add_data_args(e)
+    e.add_argument("--split", default="test", help="train or test (default: test)")
+    e.add_argument("--norm", default="l2", help="l2 or linf")
+    e.add_argument("--eps", type=float, nargs="+", default=[0.5], help="one or more radii (a curve)")
+    e.add_argument("--steps", type=int, default=50)
+    e.add_argument("--restarts", type=int, default=3)
+    e.add_argument("--device", default="auto")
+    e.add_argument("--json", action="store_true", help="print JSON")
+
+    th = sub.add_parser("theory", help="Section 4: Gaussian model, Theorems 1-3, Figure 4", epilog=EPILOG)
+    th.add_argument("--out", type=Path, default=Path("runs/theory"))
+    th.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def _load_data(args, split: str = "train"):
+    import torch
+
+    from .data import as_tensors, load_dataset, load_dataset_file
+
+    if args.dataset_file:
+        data = load_dataset_file(args.dataset_file)
+        images, labels = data["images"], data["labels"]
+    else:
+        options = {"download": True} if args.download else {}
+        ds = as_tensors(load_dataset(args.dataset, split, args.data_root, **options))
+        images, labels = ds.images, ds.labels
+    if args.limit:
+        images, labels = images[: args.limit], labels[: args.limit]
+    if images.shape[0] == 0:
+        raise BadInputError("the dataset is empty")
+    return images, labels.to(torch.int64)
+
+
+def cmd_train(args) -> None:
+    from .device import resolve_device
+    from .models import save_model
+    from .training import AdversarialConfig, ModelSpec, TrainConfig, channel_stats, train_new_model
+
+    device = resolve_device(args.device)
+    images, labels = _load_data(args, "train")
+    num_classes = int(labels.max()) + 1
+    if args.dataset:
+        from .data import load_dataset
+
+        num_classes = getattr(load_dataset(args.dataset, "test", args.data_root), "num_classes", num_classes)
+    adv = None
+    if args.adversarial:
+        adv = AdversarialConfig(args.norm, args.eps, args.attack_steps, args.step_size, args.random_start)
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, schedule=args.schedule,
+                         crop_padding=args.crop_padding, flip=args.flip, adversarial=adv, seed=args.seed)
+    mean, std = channel_stats(images)
+    spec = ModelSpec(args.arch, {"width": args.width} if args.width else {})
+    model, history = train_new_model(spec, images.to(device), labels.to(device), num_classes, config,
+                                     mean=mean, std=std, desc="adversarial" if adv else "standard")
+    save_model(model, args.out, train=config.as_dict())
+    print(f"trained {args.arch} ({'adversarial' if adv else 'standard'}) in {history['seconds']:.1f}s; "
+          f"final train accuracy {history['train_accuracy'][-1]:.3f}; saved {args.out}")
+
+
+def cmd_evaluate(args) -> None:
+    from .device import resolve_device
+    from .evaluation import clean_accuracy, robust_accuracy
+    from .models import load_model
+
+    device = resolve_device(args.device)
+    model = load_model(args.model, device)
+    images, labels = _load_data(args, args.split)
+    images, labels = images.to(device), labels.to(device)
+    n_classes = model.head.out_features
+    if int(labels.max()) >= n_classes:
+        raise BadInputError(f"labels reach {int(labels.max())} but the model has {n_classes} classes; wrong dataset?")
+    if tuple(images.shape[1:]) != (model.config["in_channels"], model.config["image_size"], model.config["image_size"]):
+        raise BadInputError(f"images are {tuple(images.shape[1:])} but {args.model} expects "
+                            f"({model.config['in_channels']}, {model.config['image_size']}, {model.config['image_size']})")
+    result = {"clean": clean_accuracy(model, images, labels), "norm": args.norm, "robust": {}}
+    for eps in args.eps:
+        result["robust"][f"{eps:g}"] = robust_accuracy(model, images, labels, args.norm, eps,
+                                                       steps=args.steps, restarts=args.restarts)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"clean accuracy {result['clean']:.4f} on {len(labels)} images")
+        for eps, acc in result["robust"].items():
+            print(f"robust accuracy {acc:.4f} at {args.norm} eps {eps} ({args.steps} steps x {args.restarts} runs)")
+
+
+def cmd_theory(args) -> None:
+    from .theory import run_theory
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    result = run_theory(args.out, seed=args.seed)
+    print(f"theory figures in {args.out}: {', '.join(result.get('figures', []))}")
+
+
+def cmd_reproduce(args) -> None:
+    from .pipeline import Overrides, RunOptions, reproduce
+
+    presets = tuple(p.strip() for p in args.preset.split(",") if p.strip())
+    for n in ("seeds", "limit", "epochs", "steps", "eval_restarts", "width"):
+        v = getattr(args, n)
+        if v is not None and v < (0 if n in ("epochs", "steps") else 1):
+            raise BadInputError(f"--{n.replace('_', '-')} must be positive, got {v}")
+    options = RunOptions(
+        out=args.out, presets=presets, seeds=args.seeds, device=args.device, data_root=args.data_root,
+        download=args.download, released=args.released, full=args.full, theory=not args.no_theory, amp=args.amp,
+        progress=not args.no_progress,
+        overrides=Overrides(limit=args.limit, epochs=args.epochs, steps=args.steps,
+                            eval_restarts=args.eval_restarts, width=args.width, quick=args.quick),
+    )
+    reproduce(options)
+
+
+COMMANDS = {"reproduce": cmd_reproduce, "train": cmd_train, "evaluate": cmd_evaluate, "theory": cmd_theory}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except BadInputError as err:
+        print(f"advfeatures: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("advfeatures: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 1
+    except Exception as err:  # anything else: one line, exit 1
+        print(f"advfeatures: failed: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

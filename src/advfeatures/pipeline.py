@@ -1,0 +1,542 @@
+"""The `reproduce` stages, their cache and resume; the only module that knows about presets and run folders.
+
+Layout of a run directory DIR (see ../shared/DESIGN.md):
+
+    DIR/run.json                      which presets (and settings fingerprints) live here
+    DIR/<preset>/results.json         the numbers, aggregated over seeds
+    DIR/<preset>/models/NAME.safetensors, DIR/<preset>/datasets/NAME.safetensors   (seed 0)
+    DIR/<preset>/seeds/<k>/...        the same for seed k > 0
+    DIR/<preset>/stages/*.json        one record per finished stage (what resume trusts)
+    DIR/theory/                       Section 4 figures and numbers
+    DIR/results.md, DIR/report.html, DIR/figures/*.png
+
+A stage's record is written (atomically) only after its artefacts, so a kill at any moment loses at most the
+stage in progress; a record whose artefacts fail validation is discarded and the stage rebuilt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .construct import (
+    ConstructedDataset,
+    build_non_robust_dataset,
+    build_relabelled_dataset,
+    build_robust_dataset,
+    inversion_diagnostics,
+    relabelled_diagnostics,
+)
+from .data import as_tensors, load_dataset, load_dataset_file, save_dataset_file
+from .data.base import TensorImageDataset
+from .device import resolve_device
+from .errors import BadInputError, CorruptFileError
+from .evaluation import clean_accuracy, predict, robust_accuracy, transfer_rate, worst_case_examples
+from .io import load_tensors, read_json, write_json_atomic
+from .models import load_model, save_model
+from .presets import DEFAULT_PRESETS, Preset, get_preset
+from .training import ModelSpec, TrainConfig, channel_stats, train_new_model
+
+TRAINED_SETS = ("D_R", "D_NR", "D_rand", "D_det")
+RELEASED_FOLDERS = {
+    "D_R": "d_robust_CIFAR", "D_NR": "d_non_robust_CIFAR", "D_rand": "drand_CIFAR", "D_det": "ddet_CIFAR",
+}
+
+
+@dataclass
+class Overrides:
+    """Quick-run knobs on top of a preset (each changes the fingerprint, so runs never mix)."""
+
+    limit: int | None = None  # first N training images (and N // 2 test images)
+    epochs: int | None = None  # every training
+    steps: int | None = None  # cap on inversion / relabelling / evaluation steps
+    eval_restarts: int | None = None
+    width: int | None = None  # `width` option for every architecture that has one
+    quick: bool = False  # limit 256, 2 epochs, 10 steps, 1 restart, width 8: checks the pipeline, not the paper
+
+
+@dataclass
+class RunOptions:
+    out: Path = Path("runs/default")
+    presets: tuple[str, ...] = DEFAULT_PRESETS
+    seeds: int = 1
+    device: str = "auto"
+    overrides: Overrides = field(default_factory=Overrides)
+    data_root: str | None = None
+    download: bool = False
+    released: Path | None = None
+    full: bool = False  # all transfer architectures
+    theory: bool = True
+    amp: bool = False
+    progress: bool = True
+
+
+def apply_overrides(preset: Preset, ov: Overrides) -> Preset:
+    p = dataclasses.replace(preset)
+    if ov.quick:
+        ov = dataclasses.replace(
+            ov, limit=ov.limit or 256, epochs=ov.epochs or 2, steps=ov.steps or 10,
+            eval_restarts=ov.eval_restarts or 1, width=ov.width or 8,
+        )
+    if ov.limit:
+        p.limit_train, p.limit_test = ov.limit, max(ov.limit // 2, 10)
+
+    def train(c: TrainConfig) -> TrainConfig:
+        return dataclasses.replace(c, epochs=ov.epochs) if ov.epochs is not None else c
+
+    def model(m: ModelSpec) -> ModelSpec:
+        if ov.width is None or m.arch == "mlp":
+            return m
+        return ModelSpec(m.arch, {**m.options, "width": ov.width})
+
+    p.train, p.adversarial_train = train(p.train), train(p.adversarial_train)
+    p.constructed_train = {k: train(v) for k, v in p.constructed_train.items()}
+    p.model = model(p.model)
+    p.transfer_models = [model(m) for m in p.transfer_models]
+    p.transfer_models_full = [model(m) for m in p.transfer_models_full]
+    if ov.steps is not None:
+        p.inversion = dataclasses.replace(p.inversion, steps=min(p.inversion.steps, ov.steps))
+        p.relabel = dataclasses.replace(p.relabel, steps=min(p.relabel.steps, ov.steps))
+        p.evaluation = dataclasses.replace(p.evaluation, steps=min(p.evaluation.steps, ov.steps))
+    if ov.eval_restarts is not None:
+        p.evaluation = dataclasses.replace(p.evaluation, restarts=ov.eval_restarts)
+    return p
+
+
+# ---------------------------------------------------------------- stage cache
+
+
+class StageCache:
+    """Runs named stages once: a stage whose record exists (and whose artefacts validate) is loaded instead."""
+
+    def __init__(self, directory: Path, log: Callable[[str], None]):
+        self.dir, self.log = directory, log
+        self.seconds: dict[str, float] = {}
+
+    def run(self, name: str, compute: Callable[[], dict], validate: Callable[[], None] | None = None) -> dict:
+        record = self.dir / "stages" / f"{name}.json"
+        if record.exists():
+            try:
+                data = read_json(record)
+                if validate:
+                    validate()
+                self.seconds[name] = data.get("seconds", 0.0)
+                self.log(f"  {name:<16} cached")
+                return data["result"]
+            except (CorruptFileError, KeyError) as err:
+                self.log(f"  {name:<16} cached record unusable ({err}); rebuilding")
+                record.unlink(missing_ok=True)
+        t0 = time.perf_counter()
+        result = compute()
+        seconds = time.perf_counter() - t0
+        write_json_atomic(record, {"result": result, "seconds": seconds})
+        self.seconds[name] = seconds
+        self.log(f"  {name:<16} {seconds:6.1f}s  {summarise(result)}")
+        return result
+
+
+def summarise(result: dict) -> str:
+    keys = ("clean", "robust", "attack_success", "robust_model_reads_original", "relative_representation_error_mean")
+    parts = [f"{k}={result[k]:.3f}" for k in keys if isinstance(result.get(k), float)]
+    return " ".join(parts)
+
+
+# ---------------------------------------------------------------- one preset, one seed
+
+
+class PresetRun:
+    """Everything one seed of one preset needs: data on the device, the cache, and the stage bodies."""
+
+    def __init__(self, preset: Preset, seed: int, directory: Path, data: dict, options: RunOptions, log):
+        self.p, self.seed, self.dir, self.opts, self.log = preset, seed, directory, options, log
+        self.device = resolve_device(options.device)
+        self.train, self.test = data["train"], data["test"]
+        self.train_x, self.train_y = self.train.images.to(self.device), self.train.labels.to(self.device)
+        self.test_x, self.test_y = self.test.images.to(self.device), self.test.labels.to(self.device)
+        self.num_classes = data["num_classes"]
+        self.mean, self.std = channel_stats(self.train.images)
+        self.cache = StageCache(directory, log)
+        self.released = data.get("released")
+        self.features = getattr(self.train, "features", None)  # planted ground truth (synthetic only)
+
+    # -- models
+    def model_path(self, name: str) -> Path:
+        return self.dir / "models" / f"{name}.safetensors"
+
+    def dataset_path(self, name: str) -> Path:
+        return self.dir / "datasets" / f"{name}.safetensors"
+
+    def fit(self, name: str, images, labels, config: TrainConfig, spec: ModelSpec | None = None):
+        config = dataclasses.replace(config, seed=config.seed + 1000 * self.seed, amp=self.opts.amp)
+        model, history = train_new_model(
+            spec or self.p.model, images, labels, self.num_classes, config, mean=self.mean, std=self.std,
+            progress=self.opts.progress, desc=name, checkpoint=self.dir / "models" / f".{name}.checkpoint",
+        )
+        save_model(model, self.model_path(name), preset=self.p.name, seed=str(self.seed), train=config.as_dict())
+        return model, history
+
+    def load(self, name: str):
+        return load_model(self.model_path(name), self.device)
+
+    def evaluate(self, model) -> dict:
+        ev, threat = self.p.evaluation, self.p.threat
+        attack = dict(steps=ev.steps, restarts=ev.restarts, seed=self.seed, amp=self.opts.amp)
+        out = {
+            "clean": clean_accuracy(model, self.test_x, self.test_y),
+            "robust": robust_accuracy(model, self.test_x, self.test_y, threat.norm, threat.eps, **attack),
+        }
+        n = ev.curve_limit or self.test_x.shape[0]
+        xs, ys = self.test_x[:n], self.test_y[:n]
+        curve = {"0": clean_accuracy(model, xs, ys)}
+        for eps in ev.curve_eps:
+            curve[f"{eps:g}"] = robust_accuracy(model, xs, ys, threat.norm, eps, **attack)
+        out["curve"] = curve
+        out["curve_images"] = int(xs.shape[0])
+        return out
+
+    def train_and_evaluate(self, name: str, images, labels, config: TrainConfig) -> dict:
+        def compute():
+            model, history = self.fit(name, images, labels, config)
+            return {**self.evaluate(model), "train_seconds": history["seconds"], "train_images": int(len(labels))}
+
+        return self.cache.run(name, compute, validate=lambda: load_model(self.model_path(name)))
+
+    # -- constructed datasets
+    def constructed(self, name: str, build: Callable[[], ConstructedDataset], diagnose: Callable) -> dict:
+        path = self.dataset_path(name)
+
+        def compute():
+            ds = build()
+            save_dataset_file(path, ds.images, ds.labels)
+            self._save_originals(name, ds.original_labels)
+            return diagnose(ds)
+
+        return self.cache.run(f"construct_{name}", compute, validate=lambda: load_dataset_file(path))
+
+    def _save_originals(self, name: str, original_labels: torch.Tensor) -> None:
+        from .io import save_tensors
+
+        save_tensors(self.dir / "datasets" / f"{name}.original_labels.safetensors",
+                     {"original_labels": original_labels}, {"dataset": name})
+
+    def load_constructed(self, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        data = load_dataset_file(self.dataset_path(name), self.num_classes)
+        original = load_tensors(self.dir / "datasets" / f"{name}.original_labels.safetensors",
+                                required=("original_labels",))[0]["original_labels"]
+        return data["images"].to(self.device), data["labels"].to(self.device), original.to(self.device)
+
+    def audit(self, images, labels, original=None) -> dict | None:
+        if self.features is None:
+            return None
+        return self.features.audit(images.cpu(), labels.cpu(), None if original is None else original.cpu())
+
+    # -- the stages
+    def run(self) -> dict:
+        p, results = self.p, {"accuracy": {}, "construction": {}}
+        acc = results["accuracy"]
+        acc["D"] = self.train_and_evaluate("D", self.train_x, self.train_y, p.train)
+        acc["D_adv"] = self.train_and_evaluate("D_adv", self.train_x, self.train_y, p.adversarial_train)
+        standard, robust = self.load("D"), self.load("D_adv")
+        if self.features is not None:
+            results["audit"] = {"D": self.audit(self.train_x, self.train_y)}
+        results["construction"] = self.build_all(standard, robust)
+        for name in TRAINED_SETS:
+            images, labels, original = self.load_constructed(name)
+            acc[name] = self.train_and_evaluate(name, images, labels, p.constructed_train[name])
+            if self.features is not None:
+                results["audit"][name] = self.audit(images, labels, original if name in ("D_rand", "D_det") else None)
+        acc["D_det_unleaked"] = self.unleaked_det(robust)
+        results["attack_check"] = self.cache.run("attack_check", lambda: self.attack_check(standard, robust))
+        results["transfer"] = self.cache.run("transfer", lambda: self.transfer(standard))
+        results["robust_source"] = self.cache.run("robust_source", lambda: self.robust_source(robust))
+        results["seconds"] = dict(self.cache.seconds)
+        return results
+
+    def build_all(self, standard, robust) -> dict:
+        p, x, y = self.p, self.train_x, self.train_y
+        common = dict(seed=self.seed, amp=self.opts.amp, progress=self.opts.progress)
+        inv = dict(steps=p.inversion.steps, step_size=p.inversion.step_size, start=p.inversion.start,
+                   tolerance=p.inversion.tolerance, **common)
+        rel = dict(num_classes=self.num_classes, norm=p.threat.norm, eps=p.relabel.eps, steps=p.relabel.steps,
+                   step_size=p.relabel.step_size, early_stop=p.relabel.early_stop, **common)
+        out = {}
+        if self.released:
+            for name in TRAINED_SETS:
+                out[name] = self.constructed(name, lambda n=name: self.released[n], lambda ds: {"source": "released"})
+            return out
+        out["D_R"] = self.constructed(
+            "D_R", lambda: build_robust_dataset(robust, x, y, **inv),
+            lambda ds: inversion_diagnostics(robust, x, ds),
+        )
+        out["D_NR"] = self.constructed(
+            "D_NR", lambda: build_non_robust_dataset(standard, x, y, **inv),
+            lambda ds: inversion_diagnostics(standard, x, ds),
+        )
+        for mode in ("rand", "det"):
+            out[f"D_{mode}"] = self.constructed(
+                f"D_{mode}", lambda m=mode: build_relabelled_dataset(standard, x, y, mode=m, **rel),
+                lambda ds: relabelled_diagnostics(standard, robust, x, ds, p.threat.norm),
+            )
+        return out
+
+    def unleaked_det(self, robust) -> dict:
+        """D_det restricted to images the robust model still reads as their original class (no robust leakage)."""
+        images, labels, original = self.load_constructed("D_det")
+        keep = predict(robust, images) == original
+        if int(keep.sum()) < self.num_classes:
+            return {"skipped": "fewer unleaked images than classes", "train_images": int(keep.sum())}
+        return self.train_and_evaluate(
+            "D_det_unleaked", images[keep], labels[keep], self.p.constructed_train["D_det_unleaked"]
+        )
+
+    def attack_check(self, standard, robust) -> dict:
+        """Does a 4x stronger attack (4x steps, 2 more restarts) change robust accuracy? It should not, much."""
+        ev, threat = self.p.evaluation, self.p.threat
+        n = min(self.test_x.shape[0], ev.curve_limit or 500)
+        xs, ys = self.test_x[:n], self.test_y[:n]
+        out = {"images": n}
+        for name, model in (("D", standard), ("D_adv", robust)):
+            base = robust_accuracy(model, xs, ys, threat.norm, threat.eps, steps=ev.steps, restarts=ev.restarts)
+            strong = robust_accuracy(model, xs, ys, threat.norm, threat.eps, steps=4 * ev.steps,
+                                     restarts=ev.restarts + 2, seed=1)
+            out[name] = {"default": base, "strong": strong,
+                         "strong_attack": f"{4 * ev.steps} steps x {ev.restarts + 2} runs"}
+        return out
+
+    def transfer(self, standard) -> dict:
+        """Figure 3: per architecture, accuracy after training on D_det vs the transfer rate of D's adversarial
+        examples to that architecture trained on D (untargeted) and the targeted analogue."""
+        from .attacks import pgd_attack
+
+        p, threat = self.p, self.p.threat
+        archs = p.transfer_models_full if self.opts.full else p.transfer_models
+        adv = worst_case_examples(standard, self.test_x, self.test_y, norm=threat.norm, eps=threat.eps,
+                                  steps=p.evaluation.steps, restarts=1, seed=self.seed)
+        fooled = predict(standard, adv) != self.test_y
+        targets = (self.test_y + 1) % self.num_classes
+        targeted = pgd_attack(standard, self.test_x, targets, norm=threat.norm, eps=threat.eps,
+                              steps=p.relabel.steps, step_size=p.relabel.step_size, targeted=True)
+        hit = predict(standard, targeted) == targets
+        det_x, det_y, _ = self.load_constructed("D_det")
+        out = {"source_fooled": float(fooled.float().mean()), "source_targeted_success": float(hit.float().mean()),
+               "architectures": {}}
+        for spec in archs:
+            key = spec.arch + "".join(f"_{k}{v}" for k, v in sorted(spec.options.items()) if k != "width")
+            on_d, _ = self.fit(f"transfer_{key}_D", self.train_x, self.train_y, p.train, spec)
+            on_det, _ = self.fit(f"transfer_{key}_D_det", det_x, det_y, p.constructed_train["D_det"], spec)
+            out["architectures"][key] = {
+                "accuracy": clean_accuracy(on_det, self.test_x, self.test_y),
+                "transfer_rate": transfer_rate(on_d, adv, self.test_y, fooled),
+                "targeted_transfer_rate": float(
+                    (predict(on_d, targeted[hit]) == targets[hit]).float().mean()) if hit.any() else math.nan,
+                "clean_on_D": clean_accuracy(on_d, self.test_x, self.test_y),
+            }
+        return out
+
+    def robust_source(self, robust) -> dict:
+        """Table 9: D_rand and D_det built against the robust model instead of the standard one."""
+        p = self.p
+        out = {}
+        for mode in ("rand", "det"):
+            ds = build_relabelled_dataset(
+                robust, self.train_x, self.train_y, mode=mode, num_classes=self.num_classes, norm=p.threat.norm,
+                eps=p.relabel.eps, steps=p.relabel.steps, step_size=p.relabel.step_size, seed=self.seed,
+                progress=self.opts.progress,
+            )
+            model, _ = self.fit(f"robust_source_D_{mode}", ds.images, ds.labels, p.constructed_train[f"D_{mode}"])
+            out[f"D_{mode}"] = {
+                "clean": clean_accuracy(model, self.test_x, self.test_y),
+                "attack_success": float((predict(robust, ds.images) == ds.labels).float().mean()),
+            }
+        return out
+
+
+# ---------------------------------------------------------------- data and pre-flight checks
+
+
+def load_preset_data(preset: Preset, options: RunOptions) -> dict:
+    """Load (and validate) everything a preset needs before any long work or any write to --out."""
+    kwargs = dict(preset.dataset_options)
+    if preset.dataset not in ("synthetic", "digits"):
+        kwargs["download"] = options.download
+    train = as_tensors(load_dataset(preset.dataset, "train", options.data_root, **kwargs))
+    test = as_tensors(load_dataset(preset.dataset, "test", options.data_root, **kwargs))
+    train, test = _limited(train, preset.limit_train), _limited(test, preset.limit_test)
+    num_classes = max(train.num_classes, test.num_classes)
+    data = {"train": train, "test": test, "num_classes": num_classes}
+    if options.released:
+        data["released"] = load_released(Path(options.released), num_classes, train.image_shape, preset.limit_train)
+    return data
+
+
+def _limited(ds: TensorImageDataset, n: int | None) -> TensorImageDataset:
+    if n is None or n >= len(ds):
+        return ds
+    limited = ds.subset(n)
+    if hasattr(ds, "features"):
+        limited.features = ds.features
+    return limited
+
+
+def load_released(root: Path, num_classes: int, image_shape, limit: int | None) -> dict[str, ConstructedDataset]:
+    if not root.is_dir():
+        raise BadInputError(f"{root}: --released must be the folder holding {', '.join(RELEASED_FOLDERS.values())}")
+    out = {}
+    for name, folder in RELEASED_FOLDERS.items():
+        data = load_dataset_file(root / folder, num_classes)
+        if tuple(data["images"].shape[1:]) != tuple(image_shape):
+            raise BadInputError(
+                f"{root / folder}: images are {tuple(data['images'].shape[1:])} but the preset's are {image_shape}"
+            )
+        images, labels = data["images"][:limit], data["labels"][:limit]
+        out[name] = ConstructedDataset(images, labels, labels.clone(), {"source": "released"})
+    return out
+
+
+def check_out_dir(out: Path, fingerprints: dict[str, str]) -> None:
+    """Refuse a non-empty folder that is not an advfeatures run, or one holding a preset run with other settings."""
+    if out.exists() and not out.is_dir():
+        raise BadInputError(f"--out {out} is a file; give a folder")
+    manifest = out / "run.json"
+    if out.is_dir() and any(out.iterdir()) and not manifest.exists():
+        raise BadInputError(
+            f"--out {out} is not empty and holds no advfeatures run (no run.json); choose a new or empty folder"
+        )
+    if manifest.exists():
+        previous = read_json(manifest).get("presets", {})
+        for name, fp in fingerprints.items():
+            if name in previous and previous[name] != fp:
+                raise BadInputError(
+                    f"{out / name} was produced with different settings; use another --out, or delete {out / name}"
+                )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise BadInputError(f"--out {out} is not writable ({err.strerror}); choose another folder") from err
+
+
+# ---------------------------------------------------------------- aggregation over seeds
+
+
+def aggregate(per_seed: list[dict]) -> dict:
+    """Means over seeds, with std and per-seed values beside them, for every accuracy entry."""
+    first = per_seed[0]
+    accuracy = {}
+    for name, entry in first["accuracy"].items():
+        if "clean" not in entry:
+            accuracy[name] = entry
+            continue
+        agg = {}
+        for key in ("clean", "robust"):
+            values = torch.tensor([s["accuracy"][name][key] for s in per_seed], dtype=torch.float64)
+            agg[key] = float(values.mean())
+            agg[f"{key}_std"] = float(values.std(unbiased=False)) if len(per_seed) > 1 else 0.0
+            agg[f"{key}_per_seed"] = values.tolist()
+        agg["curve"] = {e: float(torch.tensor([s["accuracy"][name]["curve"][e] for s in per_seed]).mean())
+                        for e in entry["curve"]}
+        accuracy[name] = agg
+    return {
+        "accuracy": accuracy,
+        "construction": _mean_dicts([s["construction"] for s in per_seed]),
+        **{k: _mean_dicts([s[k] for s in per_seed]) for k in ("audit", "attack_check", "transfer", "robust_source")
+           if k in first},
+        "per_seed": per_seed,
+    }
+
+
+def _mean_dicts(items: list):
+    """Elementwise mean of nested dicts of numbers (other values from the first)."""
+    head = items[0]
+    if isinstance(head, dict):
+        return {k: _mean_dicts([i[k] for i in items if isinstance(i, dict) and k in i]) for k in head}
+    if isinstance(head, (int, float)) and not isinstance(head, bool):
+        values = [float(i) for i in items]
+        return sum(values) / len(values)
+    return head
+
+
+# ---------------------------------------------------------------- the whole run
+
+
+def reproduce(options: RunOptions, log: Callable[[str], None] = print) -> dict[str, dict]:
+    """Run every preset (every seed), the theory stage and the report; returns {preset: results}."""
+    t_start = time.perf_counter()
+    if options.seeds < 1:
+        raise BadInputError("--seeds must be at least 1")
+    presets = [apply_overrides(get_preset(name), options.overrides) for name in options.presets]
+    if options.released and any(p.dataset != "cifar10" for p in presets):
+        raise BadInputError("--released holds the authors' CIFAR-10 datasets; use it with --preset cifar10 only")
+    resolve_device(options.device)
+    data = {p.name: load_preset_data(p, options) for p in presets}  # every input checked before any write
+    out = Path(options.out)
+    fingerprints = {p.name: p.fingerprint() + ("-released" if options.released else "") for p in presets}
+    check_out_dir(out, fingerprints)
+    manifest = out / "run.json"
+    known = read_json(manifest).get("presets", {}) if manifest.exists() else {}
+    write_json_atomic(manifest, {"advfeatures": __version__, "presets": {**known, **fingerprints}})
+
+    theory = None
+    if options.theory:
+        theory = run_theory_stage(out, log)
+    all_results = {}
+    for p in presets:
+        t0 = time.perf_counter()
+        log(f"[{p.name}] {p.description}; threat model {p.threat.norm} eps {p.threat.eps}; seeds {options.seeds}")
+        per_seed = []
+        for seed in range(options.seeds):
+            directory = out / p.name if seed == 0 else out / p.name / "seeds" / str(seed)
+            log(f" seed {seed}:")
+            per_seed.append(PresetRun(p, seed, directory, data[p.name], options, log).run())
+        results = {
+            "preset": p.name,
+            "seeds": list(range(options.seeds)),
+            "threat_model": {"norm": p.threat.norm, "eps": p.threat.eps},
+            **aggregate(per_seed),
+            "settings": p.as_dict(),
+            "released": str(options.released) if options.released else None,
+            "seconds": {"total": time.perf_counter() - t0, "stages": per_seed[0]["seconds"]},
+        }
+        if theory is not None:
+            results["theory"] = theory
+        write_json_atomic(out / p.name / "results.json", results)
+        all_results[p.name] = results
+        log(format_table(results))
+    from .report import write_report
+
+    write_report(out, all_results, theory)
+    log(f"done in {time.perf_counter() - t_start:.0f}s: {out / 'report.html'}")
+    return all_results
+
+
+def run_theory_stage(out: Path, log) -> dict:
+    from .theory import run_theory
+
+    cache = StageCache(out / "theory", log)
+    return cache.run("theory", lambda: json.loads(json.dumps(run_theory(out / "theory"), default=float)),
+                     validate=lambda: _require_files(out / "theory", ("theory_figure4.png",)))
+
+
+def _require_files(folder: Path, names) -> None:
+    for n in names:
+        if not (folder / n).is_file():
+            raise CorruptFileError(f"{folder / n} missing")
+
+
+def format_table(results: dict) -> str:
+    eps = results["threat_model"]["eps"]
+    lines = [f"{'training set':<16}{'clean':>8}{f'robust@{eps:g}':>14}"]
+    for name, entry in results["accuracy"].items():
+        if "clean" in entry:
+            lines.append(f"{name:<16}{entry['clean']:>8.3f}{entry['robust']:>14.3f}")
+    return "\n".join(lines)

@@ -1,0 +1,99 @@
+"""Presets: every hyperparameter of a `reproduce` run, one small file per dataset, each value with its reason."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from ..errors import BadInputError
+from ..training import ModelSpec, TrainConfig
+
+
+@dataclass
+class ThreatModel:
+    norm: str = "l2"
+    eps: float = 0.5
+
+
+@dataclass
+class InversionConfig:
+    steps: int = 1000
+    step_size: float = 0.1
+    start: str = "image"  # "image": a different random training image; "noise": uniform noise
+    tolerance: float | None = None  # early exit at this relative representation error (None: run all steps)
+
+
+@dataclass
+class RelabelConfig:
+    eps: float = 0.5
+    steps: int = 100
+    step_size: float = 0.1
+    early_stop: bool = False  # stop each example once it hits its target (changes the data: measured in benchmarks)
+
+
+@dataclass
+class EvalConfig:
+    steps: int = 50  # PGD steps per run, step 2.5*eps/steps
+    restarts: int = 3  # runs per example (clean start CE, random start margin, random start CE), worst case kept
+    curve_eps: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0])
+    curve_limit: int | None = 500  # test images used for the eps curve (the threat-model number uses all)
+
+
+@dataclass
+class Preset:
+    name: str
+    dataset: str
+    description: str
+    threat: ThreatModel
+    model: ModelSpec
+    train: TrainConfig  # standard training on D
+    adversarial_train: TrainConfig  # adversarial training on D (D_adv), the robust source model
+    constructed_train: dict[str, TrainConfig]  # standard training on each constructed set
+    inversion: InversionConfig
+    relabel: RelabelConfig
+    evaluation: EvalConfig
+    transfer_models: list[ModelSpec] = field(default_factory=list)  # architectures for Figure 3
+    transfer_models_full: list[ModelSpec] = field(default_factory=list)  # with --full
+    dataset_options: dict = field(default_factory=dict)
+    limit_train: int | None = None  # use only the first N training images (quick runs)
+    limit_test: int | None = None
+    paper: dict = field(default_factory=dict)  # the paper's numbers to print beside ours
+
+    def fingerprint(self) -> str:
+        """A short hash of every setting that changes results: a run directory is only resumed by the same one."""
+        blob = json.dumps(dataclasses.asdict(self), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def get_preset(name: str) -> Preset:
+    from . import cifar10, digits, restricted_imagenet, synthetic
+
+    presets = {
+        "synthetic": synthetic.preset,
+        "digits": digits.preset,
+        "cifar10": cifar10.preset,
+        "restricted_imagenet": restricted_imagenet.preset,
+    }
+    if name not in presets:
+        raise BadInputError(f"unknown preset {name!r}; choose from: {', '.join(presets)}")
+    return presets[name]()
+
+
+PRESETS = ("synthetic", "digits", "cifar10", "restricted_imagenet")
+DEFAULT_PRESETS = ("synthetic", "digits")
+
+# The paper's CIFAR-10 numbers (Figure 2, Section 3; ../PAPER.md), printed beside ours in every report.
+PAPER_CIFAR10 = {
+    "D": {"clean": 0.9525, "robust": 0.0449},
+    "D_adv": {"clean": 0.9083, "robust": 0.8248},
+    "D_R": {"clean": 0.8540, "robust": 0.4820},
+    "D_NR": {"clean": 0.8768, "robust": 0.0082},
+    "D_rand": {"clean": 0.633, "robust": None},
+    "D_det": {"clean": 0.437, "robust": None},
+    "threat": "CIFAR-10, ResNet-50, L2 eps 0.25",
+}

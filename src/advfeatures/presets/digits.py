@@ -1,0 +1,43 @@
+"""Preset `digits`: scikit-learn's real 8x8 handwritten digits, small CNN, L2 eps 1.0 throughout.
+
+The starting point is what a study here measured (small CNN, L2 eps 1.0 for adversarial training,
+construction and evaluation): D 97.5% clean / 4.8% robust, adversarial training 95.3 / 42.4.
+"""
+
+from ..training import AdversarialConfig, ModelSpec, TrainConfig
+from . import PAPER_CIFAR10, EvalConfig, InversionConfig, Preset, RelabelConfig, ThreatModel
+
+EPS = 1.0  # 8x8 images in [0,1]: eps 1.0 is ~1/4 of a typical digit's L2 norm
+
+
+def _train(**changes) -> TrainConfig:
+    # One-cycle SGD converges in a few seconds on 1437 images; 1-pixel random crops lift clean accuracy
+    # (no flips: digits are not mirror-symmetric).
+    base = dict(epochs=40, batch_size=64, lr=0.05, schedule="onecycle", weight_decay=5e-4, crop_padding=1)
+    return TrainConfig(**{**base, **changes})
+
+
+def preset() -> Preset:
+    return Preset(
+        name="digits",
+        dataset="digits",
+        description="scikit-learn handwritten digits, 1x8x8, 1437 train / 360 test",
+        threat=ThreatModel("l2", EPS),
+        model=ModelSpec("small_cnn"),
+        train=_train(),
+        # Adversarial training: paper C.3 (7 steps of eps/5, clean start); lr 0.1 for 60 epochs without
+        # augmentation was the best of the settings tried here (crops hurt the robust small CNN).
+        adversarial_train=_train(
+            epochs=60, batch_size=128, lr=0.1, crop_padding=0, adversarial=AdversarialConfig("l2", EPS, steps=7)
+        ),
+        constructed_train={name: _train() for name in ("D_R", "D_NR", "D_rand", "D_det", "D_det_unleaked")},
+        inversion=InversionConfig(steps=100, step_size=0.1, start="image"),
+        relabel=RelabelConfig(eps=EPS, steps=100, step_size=0.1),
+        evaluation=EvalConfig(steps=50, restarts=3, curve_eps=[0.25, 0.5, 1.0, 2.0], curve_limit=None),
+        transfer_models=[ModelSpec("mlp"), ModelSpec("small_cnn"), ModelSpec("wide_cnn"), ModelSpec("tiny_resnet")],
+        transfer_models_full=[
+            ModelSpec("mlp"), ModelSpec("small_cnn"), ModelSpec("small_cnn", {"pool": "gap"}),
+            ModelSpec("wide_cnn"), ModelSpec("tiny_resnet"),
+        ],
+        paper=PAPER_CIFAR10,
+    )
