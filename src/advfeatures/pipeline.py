@@ -187,19 +187,27 @@ class PresetRun:
         return load_model(self.model_path(name), self.device)
 
     def evaluate(self, model) -> dict:
+        """Clean and full-strength robust accuracy at the threat model on the whole test set, and a curve over eps
+        (the threat-model point of the curve is the full-strength number when the curve uses the whole test set)."""
         ev, threat = self.p.evaluation, self.p.threat
-        attack = dict(steps=ev.steps, restarts=ev.restarts, seed=self.seed, amp=self.opts.amp)
+        attack = dict(steps=ev.steps, seed=self.seed, amp=self.opts.amp)
         out = {
             "clean": clean_accuracy(model, self.test_x, self.test_y),
-            "robust": robust_accuracy(model, self.test_x, self.test_y, threat.norm, threat.eps, **attack),
+            "robust": robust_accuracy(model, self.test_x, self.test_y, threat.norm, threat.eps,
+                                      restarts=ev.restarts, **attack),
         }
-        n = ev.curve_limit or self.test_x.shape[0]
+        n = min(ev.curve_limit or self.test_x.shape[0], self.test_x.shape[0])
         xs, ys = self.test_x[:n], self.test_y[:n]
-        curve = {"0": clean_accuracy(model, xs, ys)}
+        whole = n == self.test_x.shape[0]
+        curve = {"0": out["clean"] if whole else clean_accuracy(model, xs, ys)}
         for eps in ev.curve_eps:
-            curve[f"{eps:g}"] = robust_accuracy(model, xs, ys, threat.norm, eps, **attack)
+            if whole and eps == threat.eps:
+                curve[f"{eps:g}"] = out["robust"]
+            else:
+                curve[f"{eps:g}"] = robust_accuracy(model, xs, ys, threat.norm, eps, restarts=ev.curve_restarts, **attack)
         out["curve"] = curve
-        out["curve_images"] = int(xs.shape[0])
+        out["curve_images"] = int(n)
+        out["curve_restarts"] = ev.curve_restarts
         return out
 
     def train_and_evaluate(self, name: str, images, labels, config: TrainConfig) -> dict:
@@ -298,17 +306,17 @@ class PresetRun:
         )
 
     def attack_check(self, standard, robust) -> dict:
-        """Does a 4x stronger attack (4x steps, 2 more restarts) change robust accuracy? It should not, much."""
+        """Does a stronger attack (2x steps, 2 more runs, other seed) change robust accuracy? It should not, much."""
         ev, threat = self.p.evaluation, self.p.threat
-        n = min(self.test_x.shape[0], ev.curve_limit or 500)
+        n = min(self.test_x.shape[0], 200)
         xs, ys = self.test_x[:n], self.test_y[:n]
         out = {"images": n}
         for name, model in (("D", standard), ("D_adv", robust)):
             base = robust_accuracy(model, xs, ys, threat.norm, threat.eps, steps=ev.steps, restarts=ev.restarts)
-            strong = robust_accuracy(model, xs, ys, threat.norm, threat.eps, steps=4 * ev.steps,
+            strong = robust_accuracy(model, xs, ys, threat.norm, threat.eps, steps=2 * ev.steps,
                                      restarts=ev.restarts + 2, seed=1)
             out[name] = {"default": base, "strong": strong,
-                         "strong_attack": f"{4 * ev.steps} steps x {ev.restarts + 2} runs"}
+                         "strong_attack": f"{2 * ev.steps} steps x {ev.restarts + 2} runs"}
         return out
 
     def transfer(self, standard) -> dict:
@@ -330,8 +338,12 @@ class PresetRun:
                "architectures": {}}
         for spec in archs:
             key = spec.arch + "".join(f"_{k}{v}" for k, v in sorted(spec.options.items()) if k != "width")
-            on_d, _ = self.fit(f"transfer_{key}_D", self.train_x, self.train_y, p.train, spec)
-            on_det, _ = self.fit(f"transfer_{key}_D_det", det_x, det_y, p.constructed_train["D_det"], spec)
+            if spec == p.model:  # the source architecture: its own D and D_det models (the paper's 100% point)
+                key += " (source)"
+                on_d, on_det = standard, self.load("D_det")
+            else:
+                on_d, _ = self.fit(f"transfer_{key}_D", self.train_x, self.train_y, p.train, spec)
+                on_det, _ = self.fit(f"transfer_{key}_D_det", det_x, det_y, p.constructed_train["D_det"], spec)
             out["architectures"][key] = {
                 "accuracy": clean_accuracy(on_det, self.test_x, self.test_y),
                 "transfer_rate": transfer_rate(on_d, adv, self.test_y, fooled),

@@ -40,8 +40,8 @@ class SyntheticSpec:
 
     image_size: int = 16  # 16x16 grey: big enough for smooth patterns, cheap enough for CPU minutes
     num_classes: int = 10
-    n_train: int = 3000
-    n_test: int = 1000
+    n_train: int = 2000  # enough for ~100% standard accuracy; construction cost scales with it
+    n_test: int = 500
     robust_norm: float = 4.0  # L2 norm of r[c]; 4x the threat model's eps 1.0
     robust_agreement: float = 0.75  # P(s = y): how predictive the robust pattern is
     nonrobust_norm: float = 0.4  # L2 norm of n[c]; 0.4x eps - an adversary can swap it for another class's

@@ -39,6 +39,7 @@ class EvalConfig:
     restarts: int = 3  # runs per example (clean start CE, random start margin, random start CE), worst case kept
     curve_eps: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0])
     curve_limit: int | None = 500  # test images used for the eps curve (the threat-model number uses all)
+    curve_restarts: int = 1  # runs per example at the curve's other radii (the threat-model eps uses `restarts`)
 
 
 @dataclass

@@ -1,0 +1,137 @@
+"""The PGD engine must be a real attack: known answers, monotone in effort, inside the ball and the box."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from advfeatures.attacks import flat_norm, invert_representation, margin, pgd_attack, project, random_in_ball
+from advfeatures.errors import BadInputError
+from advfeatures.evaluation import clean_accuracy, robust_accuracy, worst_case_examples
+from advfeatures.models import build_model
+from advfeatures.training import TrainConfig, train_model
+
+
+class Linear(nn.Module):
+    """A two-class linear classifier with logits (w.x + b, -(w.x + b)) on 1x4x4 images."""
+
+    def __init__(self, w, b):
+        super().__init__()
+        self.w, self.b = w, b
+
+    def forward(self, x):
+        s = x.flatten(1) @ self.w + self.b
+        return torch.stack([s, -s], 1)
+
+
+@pytest.fixture(scope="module")
+def digits_model():
+    from advfeatures import load_dataset
+
+    train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
+    torch.manual_seed(0)
+    model = build_model("small_cnn", in_channels=1, num_classes=10, image_size=8, width=16)
+    train_model(model, train.images, train.labels, TrainConfig(epochs=8, lr=0.05, schedule="onecycle"),
+                progress=False)
+    return model, test.images[:200], test.labels[:200]
+
+
+def test_l2_attack_reaches_closed_form_distance_on_linear_classifier():
+    torch.manual_seed(1)
+    w = torch.randn(16) * 0.5
+    b = torch.tensor(0.0)
+    x = (0.5 + 0.05 * torch.randn(64, 1, 4, 4)).clamp(0, 1)
+    s = x.flatten(1) @ w + b
+    labels = torch.where(s > 0, 0, 1)
+    distance = s.abs() / w.norm()  # minimal L2 distance to the decision boundary (box not active here)
+    model = Linear(w, b)
+    eps = float(distance.median())
+    adv = pgd_attack(model, x, labels, norm="l2", eps=eps * 1.01, steps=40)
+    fooled = model(adv).argmax(1) != labels
+    # exactly the examples whose boundary lies within eps are fooled
+    assert torch.equal(fooled, distance < eps * 1.01)
+    below = pgd_attack(model, x, labels, norm="l2", eps=eps * 0.99, steps=40)
+    assert torch.equal(model(below).argmax(1) != labels, distance < eps * 0.99)
+
+
+def test_linf_attack_reaches_closed_form_distance_on_linear_classifier():
+    torch.manual_seed(2)
+    w = torch.randn(16)
+    x = (0.5 + 0.02 * torch.randn(32, 1, 4, 4)).clamp(0, 1)
+    s = x.flatten(1) @ w
+    labels = torch.where(s > 0, 0, 1)
+    distance = s.abs() / w.abs().sum()  # Linf distance to a hyperplane: |s| / ||w||_1
+    eps = float(distance.median())
+    adv = pgd_attack(Linear(w, 0.0), x, labels, norm="linf", eps=eps * 1.02, steps=20)
+    assert torch.equal(Linear(w, 0.0)(adv).argmax(1) != labels, distance < eps * 1.02)
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_outputs_stay_in_ball_and_box(digits_model, norm):
+    model, x, y = digits_model
+    eps = 1.0 if norm == "l2" else 0.1
+    for random_start in (False, True):
+        adv = pgd_attack(model, x, y, norm=norm, eps=eps, steps=10, step_size=eps, random_start=random_start)
+        assert adv.min() >= 0 and adv.max() <= 1
+        assert (flat_norm(adv - x, norm) <= eps * (1 + 1e-5)).all()
+    worst = worst_case_examples(model, x, y, norm=norm, eps=eps, steps=5)
+    assert worst.min() >= 0 and worst.max() <= 1
+    assert (flat_norm(worst - x, norm) <= eps * (1 + 1e-5)).all()
+
+
+def test_standard_model_driven_to_zero_at_large_eps(digits_model):
+    model, x, y = digits_model
+    assert clean_accuracy(model, x, y) > 0.85
+    assert robust_accuracy(model, x, y, "l2", 3.0, steps=20, restarts=1) <= 0.02
+    assert robust_accuracy(model, x, y, "linf", 0.3, steps=20, restarts=1) <= 0.02
+
+
+def test_more_steps_and_restarts_never_raise_robust_accuracy(digits_model):
+    model, x, y = digits_model
+    eps, step = 0.6, 0.1  # fixed step size: more steps extend the same trajectory
+    accs = [robust_accuracy(model, x, y, "l2", eps, steps=s, step_size=step, restarts=1) for s in (1, 3, 10, 30)]
+    assert all(a >= b for a, b in zip(accs, accs[1:], strict=False)), accs
+    by_restarts = [robust_accuracy(model, x, y, "l2", eps, steps=5, step_size=step, restarts=r) for r in (1, 2, 4)]
+    assert all(a >= b for a, b in zip(by_restarts, by_restarts[1:], strict=False)), by_restarts
+    assert accs[0] > accs[-1]  # the attack actually does something
+
+
+def test_targeted_attack_hits_its_target(digits_model):
+    model, x, y = digits_model
+    targets = (y + 1) % 10
+    adv = pgd_attack(model, x, targets, norm="l2", eps=3.0, steps=50, step_size=0.2, targeted=True)
+    assert (model(adv).argmax(1) == targets).float().mean() > 0.95
+    early = pgd_attack(model, x, targets, norm="l2", eps=3.0, steps=50, step_size=0.2, targeted=True, early_stop=True)
+    hit = model(early).argmax(1) == targets
+    assert hit.float().mean() > 0.95
+    # early exit stops as soon as the target is reached, so it moves no further than the full attack
+    assert flat_norm(early - x)[hit].mean() <= flat_norm(adv - x)[hit].mean() + 1e-6
+
+
+def test_margin_is_positive_exactly_when_misclassified():
+    logits = torch.tensor([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0]])
+    m = margin(logits, torch.tensor([0, 0]))
+    assert m[0] == -1.0 and m[1] == 3.0
+
+
+def test_projection_and_random_start():
+    d = torch.randn(100, 1, 8, 8) * 3
+    assert torch.allclose(flat_norm(project(d, "l2", 1.0)).clamp(max=1.0), torch.ones(100), atol=1e-5)
+    assert project(d, "linf", 0.1).abs().max() <= 0.1
+    assert project(d, "l2", math.inf) is d
+    r = random_in_ball(d, "l2", 0.5, torch.Generator().manual_seed(0))
+    assert (flat_norm(r) <= 0.5 + 1e-6).all() and flat_norm(r).mean() > 0.4  # uniform in the ball: mostly near surface
+    with pytest.raises(BadInputError):
+        pgd_attack(nn.Identity(), d.clamp(0, 1), torch.zeros(100, dtype=torch.long), norm="l3", eps=1.0)
+
+
+def test_inversion_matches_representation(digits_model):
+    model, x, _ = digits_model
+    start = x.roll(1, 0)
+    target = model.representation(x).detach()
+    before = (model.representation(start) - target).norm(dim=1) / target.norm(dim=1)
+    z = invert_representation(model, x, start, steps=100, step_size=0.05)
+    after = (model.representation(z) - target).norm(dim=1) / target.norm(dim=1)
+    assert z.min() >= 0 and z.max() <= 1
+    assert after.mean() < 0.5 * before.mean()

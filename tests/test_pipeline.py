@@ -1,0 +1,145 @@
+"""`reproduce` end to end on a reduced configuration: files, keys, value ranges, resume, bad run folders."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from advfeatures import load_dataset_file, load_model
+from advfeatures.cli import main
+from advfeatures.evaluation import transfer_rate
+from advfeatures.pipeline import Overrides, RunOptions, aggregate, reproduce
+
+QUICK = ["--preset", "synthetic", "--quick", "--no-progress"]
+SETS = ("D", "D_adv", "D_R", "D_NR", "D_rand", "D_det")
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    assert main(["reproduce", *QUICK, "--out", str(out)]) == 0
+    return out
+
+
+def test_results_files_keys_and_ranges(quick_run):
+    results = json.loads((quick_run / "synthetic" / "results.json").read_text())
+    assert results["preset"] == "synthetic" and results["seeds"] == [0]
+    assert results["threat_model"] == {"norm": "l2", "eps": 1.0}
+    for name in SETS:
+        entry = results["accuracy"][name]
+        assert 0 <= entry["clean"] <= 1 and 0 <= entry["robust"] <= 1
+        assert set(entry["curve"]) >= {"0", "1"}
+        model = load_model(quick_run / "synthetic" / "models" / f"{name}.safetensors")
+        assert model(torch.rand(2, 1, 16, 16)).shape == (2, 10)
+    for name in ("D_R", "D_NR", "D_rand", "D_det"):
+        data = load_dataset_file(quick_run / "synthetic" / "datasets" / f"{name}.safetensors")
+        assert data["images"].shape[1:] == (1, 16, 16) and data["labels"].dtype == torch.int64
+        assert data["images"].min() >= 0 and data["images"].max() <= 1
+    c = results["construction"]
+    assert 0 <= c["D_det"]["attack_success"] <= 1 and c["D_det"]["mean_perturbation_norm"] <= 1.0 + 1e-4
+    assert c["D_R"]["relative_representation_error_mean"] >= 0
+    assert set(results["audit"]) >= {"D", "D_R", "D_NR", "D_rand", "D_det"}
+    assert "architectures" in results["transfer"] and "D_det" in results["robust_source"]
+    assert results["seconds"]["total"] > 0 and "D" in results["seconds"]["stages"]
+    assert "theory" in results and results["theory"]["figures"]
+    for f in ("report.html", "results.md", "figures/synthetic_accuracy.png", "figures/synthetic_samples.png"):
+        assert (quick_run / f).is_file(), f
+    html = (quick_run / "report.html").read_text()
+    assert "data:image/png;base64" in html and "D_det" in html
+
+
+def test_rerun_resumes_everything_from_cache(quick_run, capsys):
+    before = json.loads((quick_run / "synthetic" / "results.json").read_text())
+    assert main(["reproduce", *QUICK, "--out", str(quick_run)]) == 0
+    log = capsys.readouterr().out
+    assert "cached" in log and " D " not in log.replace("cached", "")[:0]  # every stage line says cached
+    stage_lines = [line for line in log.splitlines() if line.startswith("  ")]
+    assert stage_lines and all("cached" in line for line in stage_lines), stage_lines
+    after = json.loads((quick_run / "synthetic" / "results.json").read_text())
+    assert after["accuracy"] == before["accuracy"]
+
+
+def test_corrupt_cached_model_is_rebuilt_not_used(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["reproduce", *QUICK, "--no-theory", "--out", str(out)]) == 0
+    model = out / "synthetic" / "models" / "D_R.safetensors"
+    model.write_bytes(model.read_bytes()[:200])  # truncated
+    capsys.readouterr()
+    assert main(["reproduce", *QUICK, "--no-theory", "--out", str(out)]) == 0
+    log = capsys.readouterr().out
+    assert "rebuilding" in log
+    load_model(model)  # valid again
+
+
+def test_kill_then_resume(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "advfeatures", "reproduce", *QUICK, "--no-theory", "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    record = out / "synthetic" / "stages" / "D_adv.json"
+    deadline = time.time() + 120
+    while not record.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert record.exists()
+    assert not list(out.rglob("*.tmp"))  or all(p.name.startswith(".") for p in out.rglob("*.tmp"))
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "D_adv" in done.stdout and "cached" in done.stdout
+    assert (out / "synthetic" / "results.json").is_file()
+
+
+def test_bad_run_folders_and_presets(tmp_path, capsys):
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    assert main(["reproduce", *QUICK, "--out", str(foreign)]) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert (foreign / "notes.txt").read_text() == "mine" and len(list(foreign.iterdir())) == 1
+    assert main(["reproduce", "--preset", "mnist-cifar", "--out", str(tmp_path / "x")]) == 2
+    assert "unknown preset" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_settings_change_is_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["reproduce", *QUICK, "--no-theory", "--out", str(out), "--epochs", "1"]) == 0
+    assert main(["reproduce", *QUICK, "--no-theory", "--out", str(out), "--epochs", "3"]) == 2
+    assert "different settings" in capsys.readouterr().err
+
+
+def test_seeds_aggregate_mean_std_and_per_seed():
+    per_seed = [
+        {"accuracy": {"D": {"clean": c, "robust": r, "curve": {"0": c}}}, "construction": {"D_R": {"x": c}}}
+        for c, r in ((0.9, 0.1), (0.7, 0.3))
+    ]
+    agg = aggregate(per_seed)["accuracy"]["D"]
+    assert agg["clean"] == pytest.approx(0.8) and agg["clean_std"] == pytest.approx(0.1)
+    assert agg["robust_per_seed"] == pytest.approx([0.1, 0.3])
+
+
+def test_transfer_rate_known_answer():
+    class Fixed(torch.nn.Module):
+        def __init__(self, preds):
+            super().__init__()
+            self.preds = preds
+
+        def forward(self, x):
+            return torch.nn.functional.one_hot(self.preds[: x.shape[0]], 3).float()
+
+    labels = torch.tensor([0, 1, 2, 0])
+    fooled = torch.tensor([True, True, False, True])  # the source fooled examples 0, 1, 3
+    target = Fixed(torch.tensor([1, 1, 0]))  # on those three: wrong, right, wrong
+    assert transfer_rate(target, torch.zeros(4, 1, 2, 2), labels, fooled) == pytest.approx(2 / 3)
+
+
+def test_library_entry_point(tmp_path):
+    results = reproduce(RunOptions(out=tmp_path / "lib", presets=("synthetic",), theory=False, progress=False,
+                                   overrides=Overrides(quick=True)), log=lambda s: None)
+    assert set(results) == {"synthetic"} and results["synthetic"]["accuracy"]["D"]["clean"] >= 0

@@ -1,0 +1,104 @@
+"""Training: learns, is repeatable from a seed, resumes from its epoch checkpoint, saves loadable models."""
+
+import pytest
+import torch
+
+from advfeatures import BadInputError, CorruptFileError, build_model, load_dataset, load_model, save_model
+from advfeatures.evaluation import clean_accuracy, robust_accuracy
+from advfeatures.training import AdversarialConfig, ModelSpec, TrainConfig, augment, learning_rate, train_new_model
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits", "train"), load_dataset("digits", "test")
+
+
+def _cfg(**kw):
+    return TrainConfig(**{**dict(epochs=4, batch_size=64, lr=0.05, schedule="onecycle"), **kw})
+
+
+def test_standard_training_learns_and_is_repeatable(digits):
+    train, test = digits
+    a, _ = train_new_model(ModelSpec("small_cnn", {"width": 16}), train.images, train.labels, 10, _cfg(), progress=False)
+    b, _ = train_new_model(ModelSpec("small_cnn", {"width": 16}), train.images, train.labels, 10, _cfg(), progress=False)
+    assert clean_accuracy(a, test.images, test.labels) > 0.85
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+
+
+def test_adversarial_training_buys_robustness(digits):
+    train, test = digits
+    spec, x, y = ModelSpec("small_cnn", {"width": 16}), test.images[:150], test.labels[:150]
+    std, _ = train_new_model(spec, train.images, train.labels, 10, _cfg(epochs=6), progress=False)
+    adv_cfg = _cfg(epochs=6, adversarial=AdversarialConfig("l2", 1.0, steps=3))
+    rob, _ = train_new_model(spec, train.images, train.labels, 10, adv_cfg, progress=False)
+    r_std = robust_accuracy(std, x, y, "l2", 1.0, steps=10, restarts=1)
+    r_rob = robust_accuracy(rob, x, y, "l2", 1.0, steps=10, restarts=1)
+    assert r_rob > r_std + 0.1, (r_std, r_rob)
+
+
+def test_resume_from_checkpoint_matches_uninterrupted_run(digits, tmp_path):
+    train, _ = digits
+    x, y = train.images[:256], train.labels[:256]
+    spec = ModelSpec("mlp", {"hidden": 32})
+    full, _ = train_new_model(spec, x, y, 10, _cfg(epochs=4), progress=False)
+    ckpt = tmp_path / "ckpt.safetensors"
+    # run 2 of 4 epochs "then crash": train a 4-epoch config but stop after 2 by making epochs=2 write no final
+    cfg = _cfg(epochs=4)
+    torch.manual_seed(cfg.seed)
+    model = build_model("mlp", in_channels=1, num_classes=10, image_size=8, hidden=32)
+    from advfeatures import training
+
+    original = training.learning_rate
+    calls = {"n": 0}
+
+    def crash_after_two_epochs(config, progress):
+        calls["n"] += 1
+        if progress >= 2.0:
+            raise KeyboardInterrupt
+        return original(config, progress)
+
+    training.learning_rate = crash_after_two_epochs
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            training.train_model(model, x, y, cfg, progress=False, checkpoint=ckpt)
+    finally:
+        training.learning_rate = original
+    assert ckpt.exists()
+    torch.manual_seed(123)  # a different init: everything must come from the checkpoint
+    resumed = build_model("mlp", in_channels=1, num_classes=10, image_size=8, hidden=32)
+    training.train_model(resumed, x, y, cfg, progress=False, checkpoint=ckpt)
+    assert not ckpt.exists()
+    for pa, pb in zip(full.parameters(), resumed.parameters(), strict=True):
+        assert torch.allclose(pa, pb, atol=1e-6)
+
+
+def test_checkpoint_round_trip_and_errors(tmp_path):
+    model = build_model("small_cnn", in_channels=1, num_classes=10, image_size=8, width=8)
+    path = tmp_path / "m.safetensors"
+    save_model(model, path)
+    loaded = load_model(path)
+    assert not loaded.training
+    x = torch.rand(3, 1, 8, 8)
+    assert torch.equal(loaded(x), model.eval()(x))
+    assert loaded.representation(x).shape == (3, 128)
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(CorruptFileError):
+        load_model(path)
+    with pytest.raises(BadInputError, match="no such checkpoint"):
+        load_model(tmp_path / "nope.safetensors")
+    with pytest.raises(BadInputError, match="unknown model"):
+        build_model("transformer", in_channels=1, num_classes=10, image_size=8)
+
+
+def test_augment_and_schedule():
+    cfg = TrainConfig(epochs=10, crop_padding=2, flip=True)
+    x = torch.rand(16, 3, 8, 8)
+    out = augment(x, cfg, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and not torch.equal(out, x)
+    # a crop is a shift with zero fill: every output pixel is either 0 or some input pixel (or its mirror)
+    assert set(out.unique().tolist()) <= set(x.unique().tolist()) | {0.0}
+    step = TrainConfig(epochs=10, lr=0.1, schedule="step", lr_drop_at=0.5)
+    assert learning_rate(step, 4.9) == 0.1 and abs(learning_rate(step, 5.0) - 0.01) < 1e-12
+    with pytest.raises(BadInputError):
+        TrainConfig(schedule="exponential")
