@@ -19,8 +19,9 @@ def _cfg(**kw):
 
 def test_standard_training_learns_and_is_repeatable(digits):
     train, test = digits
-    a, _ = train_new_model(ModelSpec("small_cnn", {"width": 16}), train.images, train.labels, 10, _cfg(), progress=False)
-    b, _ = train_new_model(ModelSpec("small_cnn", {"width": 16}), train.images, train.labels, 10, _cfg(), progress=False)
+    spec = ModelSpec("small_cnn", {"width": 16})
+    a, _ = train_new_model(spec, train.images, train.labels, 10, _cfg(), progress=False)
+    b, _ = train_new_model(spec, train.images, train.labels, 10, _cfg(), progress=False)
     assert clean_accuracy(a, test.images, test.labels) > 0.85
     for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
         assert torch.equal(pa, pb)

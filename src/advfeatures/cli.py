@@ -148,9 +148,10 @@ def cmd_evaluate(args) -> None:
     n_classes = model.head.out_features
     if int(labels.max()) >= n_classes:
         raise BadInputError(f"labels reach {int(labels.max())} but the model has {n_classes} classes; wrong dataset?")
-    if tuple(images.shape[1:]) != (model.config["in_channels"], model.config["image_size"], model.config["image_size"]):
-        raise BadInputError(f"images are {tuple(images.shape[1:])} but {args.model} expects "
-                            f"({model.config['in_channels']}, {model.config['image_size']}, {model.config['image_size']})")
+    c = model.config
+    expected = (c["in_channels"], c["image_size"], c["image_size"])
+    if tuple(images.shape[1:]) != expected:
+        raise BadInputError(f"images are {tuple(images.shape[1:])} but {args.model} expects {expected}; wrong dataset?")
     result = {"clean": clean_accuracy(model, images, labels), "norm": args.norm, "robust": {}}
     for eps in args.eps:
         result["robust"][f"{eps:g}"] = robust_accuracy(model, images, labels, args.norm, eps,

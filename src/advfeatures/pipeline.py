@@ -204,7 +204,9 @@ class PresetRun:
             if whole and eps == threat.eps:
                 curve[f"{eps:g}"] = out["robust"]
             else:
-                curve[f"{eps:g}"] = robust_accuracy(model, xs, ys, threat.norm, eps, restarts=ev.curve_restarts, **attack)
+                curve[f"{eps:g}"] = robust_accuracy(
+                    model, xs, ys, threat.norm, eps, restarts=ev.curve_restarts, **attack
+                )
         out["curve"] = curve
         out["curve_images"] = int(n)
         out["curve_restarts"] = ev.curve_restarts

@@ -50,11 +50,14 @@ def accuracy_rows(r: dict) -> list[list[str]]:
         e = r["accuracy"].get(name)
         if not e or "clean" not in e:
             continue
-        std = lambda k: f" ± {100 * e[k]:.1f}" if e.get(k) else ""  # noqa: E731
         p = paper.get(name, {})
-        rows.append([name, _pct(e["clean"]) + std("clean_std"), _pct(e["robust"]) + std("robust_std"),
+        rows.append([name, _pct(e["clean"]) + _spread(e, "clean_std"), _pct(e["robust"]) + _spread(e, "robust_std"),
                      _pct(p.get("clean")), _pct(p.get("robust")), DESCRIPTIONS.get(name, "")])
     return rows
+
+
+def _spread(entry: dict, key: str) -> str:
+    return f" ± {100 * entry[key]:.1f}" if entry.get(key) else ""
 
 
 def claims(r: dict) -> list[list[str]]:
@@ -309,11 +312,12 @@ def write_report(out: Path, all_results: dict[str, dict], theory: dict | None) -
         figure_accuracy(r, fa)
         figure_curves(r, fc)
         figs += [fa, fc]
-        for fn, f in ((lambda p: figure_samples(out / name, p), figures / f"{name}_samples.png"),
-                      (lambda p: figure_audit(r, p), figures / f"{name}_audit.png"),
-                      (lambda p: figure_transfer(r, p), figures / f"{name}_transfer.png")):
-            if fn(f):
-                figs.append(f)
+        optional = (
+            (figures / f"{name}_samples.png", figure_samples(out / name, figures / f"{name}_samples.png")),
+            (figures / f"{name}_audit.png", figure_audit(r, figures / f"{name}_audit.png")),
+            (figures / f"{name}_transfer.png", figure_transfer(r, figures / f"{name}_transfer.png")),
+        )
+        figs += [f for f, made in optional if made]
         sections = _sections(r)
         md.append(f"## {name}\n")
         md.append(f"Threat model: {r['threat_model']['norm'].upper()} eps {r['threat_model']['eps']:g}; "

@@ -22,7 +22,9 @@ def check_images_labels(
     if not images.is_floating_point():
         raise BadInputError(f"{source}: images must be floats in [0, 1], got dtype {images.dtype}; divide by 255")
     if labels.dim() != 1 or labels.is_floating_point() or labels.dtype == torch.bool:
-        raise BadInputError(f"{source}: labels must be an integer vector (N,), got {labels.dtype} {tuple(labels.shape)}")
+        raise BadInputError(
+            f"{source}: labels must be an integer vector (N,), got {labels.dtype} {tuple(labels.shape)}"
+        )
     if images.shape[0] != labels.shape[0]:
         raise BadInputError(
             f"{source}: {images.shape[0]} images but {labels.shape[0]} labels; they must have the same length"
