@@ -189,3 +189,61 @@ def make_released_folder(folder: Path, images: torch.Tensor, labels: torch.Tenso
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(list(images.chunk(chunks)), folder / "CIFAR_ims")
     torch.save(list(labels.chunk(chunks)), folder / "CIFAR_lab")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Whole data roots and run inputs for end-to-end CLI tests
+
+
+def make_cifar10_root(root: Path, train_per_batch: int = 60, n_test: int = 100) -> Path:
+    """ROOT/cifar-10-batches-py with 5 x train_per_batch training images and n_test test images, every class
+    present in every file (labels cycle 0..9); returns ROOT. Same format as make_cifar10, chosen sizes."""
+    folder = root / "cifar-10-batches-py"
+    sizes = {f"data_batch_{k}": train_per_batch for k in range(1, 6)} | {"test_batch": n_test}
+    for i, (name, n) in enumerate(sizes.items()):
+        write_cifar_batch(folder / name, cifar_images(n, seed=100 + i), [j % 10 for j in range(n)])
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    (folder / "batches.meta").write_bytes(py2_pickle({"label_names": names, "num_vis": 3072}))
+    return root
+
+
+RELEASED_CIFAR_FOLDERS = ("d_robust_CIFAR", "d_non_robust_CIFAR", "drand_CIFAR", "ddet_CIFAR")
+
+
+def make_released_root(root: Path, n: int = 64, chunks: int = 4, seed: int = 0) -> dict[str, tuple]:
+    """The authors' release_datasets layout: the four CIFAR folders, each with CIFAR_ims (float (n, 3, 32, 32)
+    in [0, 1]) and CIFAR_lab (int64 (n,)) as torch-saved lists of chunks. Returns {folder: (images, labels)}."""
+    gen = torch.Generator().manual_seed(seed)
+    written = {}
+    for folder in RELEASED_CIFAR_FOLDERS:
+        images = torch.rand(n, 3, 32, 32, generator=gen)
+        labels = torch.randint(0, 10, (n,), generator=gen, dtype=torch.int64)
+        make_released_folder(root / folder, images, labels, chunks=chunks)
+        written[folder] = (images, labels)
+    return written
+
+
+class ShellPayload:
+    """A pickle payload: unpickling it runs `touch marker` (so a test can tell whether anything ran)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def write_malicious_torch_file(path: Path, marker: Path) -> None:
+    """A torch.save zip file whose pickle runs `touch marker` when loaded without weights_only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save([torch.zeros(2), ShellPayload(marker)], path)
+
+
+def write_malicious_pickle(path: Path, marker: Path, protocol: int = 2) -> None:
+    """A plain pickle whose loading runs `touch marker`."""
+    import pickle
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pickle.dumps({"data": ShellPayload(marker)}, protocol=protocol))

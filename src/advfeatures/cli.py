@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="clean and robust accuracy of a saved model", epilog=EPILOG)
     e.add_argument("model", type=Path, help="a .safetensors model written by advfeatures")
     _add_data_args(e)
-    e.add_argument("--split", default="test", help="train or test (default: test)")
+    e.add_argument("--split", default="test", choices=("train", "test"), help="train or test (default: test)")
     e.add_argument("--norm", default="l2", help="l2 or linf")
     e.add_argument("--eps", type=float, nargs="+", default=[0.5], help="one or more radii (a curve)")
     e.add_argument("--steps", type=int, default=50)
@@ -96,6 +96,8 @@ def _load_data(args, split: str = "train"):
 
     from .data import as_tensors, load_dataset, load_dataset_file
 
+    if args.limit is not None and args.limit < 1:
+        raise BadInputError(f"--limit must be positive, got {args.limit}")
     if args.dataset_file:
         data = load_dataset_file(args.dataset_file)
         images, labels = data["images"], data["labels"]
@@ -132,8 +134,9 @@ def cmd_train(args) -> None:
     model, history = train_new_model(spec, images.to(device), labels.to(device), num_classes, config,
                                      mean=mean, std=std, desc="adversarial" if adv else "standard")
     save_model(model, args.out, train=config.as_dict())
+    final = f"{history['train_accuracy'][-1]:.3f}" if history["train_accuracy"] else "n/a (0 epochs)"
     print(f"trained {args.arch} ({'adversarial' if adv else 'standard'}) in {history['seconds']:.1f}s; "
-          f"final train accuracy {history['train_accuracy'][-1]:.3f}; saved {args.out}")
+          f"final train accuracy {final}; saved {args.out}")
 
 
 def cmd_evaluate(args) -> None:
@@ -141,6 +144,9 @@ def cmd_evaluate(args) -> None:
     from .evaluation import clean_accuracy, robust_accuracy
     from .models import load_model
 
+    for name in ("steps", "restarts"):
+        if getattr(args, name) < 1:
+            raise BadInputError(f"--{name} must be at least 1, got {getattr(args, name)}")
     device = resolve_device(args.device)
     model = load_model(args.model, device)
     images, labels = _load_data(args, args.split)

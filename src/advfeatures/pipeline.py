@@ -60,7 +60,7 @@ class Overrides:
     steps: int | None = None  # cap on inversion / relabelling / evaluation steps
     eval_restarts: int | None = None
     width: int | None = None  # `width` option for every architecture that has one
-    quick: bool = False  # limit 256, 2 epochs, 10 steps, 1 restart, width 8: checks the pipeline, not the paper
+    quick: bool = False  # limit 256, 2 epochs, 5 steps, 1 restart, width 8, one curve point: checks the pipeline
 
 
 @dataclass
@@ -83,9 +83,10 @@ def apply_overrides(preset: Preset, ov: Overrides) -> Preset:
     p = dataclasses.replace(preset)
     if ov.quick:
         ov = dataclasses.replace(
-            ov, limit=ov.limit or 256, epochs=ov.epochs or 2, steps=ov.steps or 10,
+            ov, limit=ov.limit or 256, epochs=ov.epochs or 2, steps=ov.steps or 5,
             eval_restarts=ov.eval_restarts or 1, width=ov.width or 8,
         )
+        p.evaluation = dataclasses.replace(p.evaluation, curve_eps=[p.threat.eps])
     if ov.limit:
         p.limit_train, p.limit_test = ov.limit, max(ov.limit // 2, 10)
 

@@ -103,7 +103,11 @@ def _check_not_pickle(path: Path) -> None:
             f"{path}: give the folder holding {' and '.join(RELEASED_FILES)} ({path.parent}), not a file"
         )
     with open(path, "rb") as f:
-        head = f.read(4)
+        head = f.read(9)
+    # safetensors: an 8-byte little-endian header length, then the JSON header. The length's first byte may be
+    # 0x80 (a 128-byte header), so look for the '{' before taking 0x80 for a pickle's PROTO opcode.
+    if head[8:9] == b"{":
+        return
     if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
         raise CorruptFileError(
             f"{path}: a torch/pickle file, not a safetensors file; pickles are never loaded here - save the "
