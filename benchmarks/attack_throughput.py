@@ -56,7 +56,8 @@ def main() -> None:
                                               batch_size=args.batch, amp=args.amp), device)
     rows = [("PGD (L2)", pgd), ("representation inversion", inv)]
     text = (f"{args.arch} width {width}, batch {args.batch}, {args.steps} steps, amp={args.amp}, "
-            f"channels_last={args.channels_last}, compile={args.compile}\n\n| loop | seconds | image-steps/s |\n|---|---|---|\n")
+            f"channels_last={args.channels_last}, compile={args.compile}\n\n"
+            "| loop | seconds | image-steps/s |\n|---|---|---|\n")
     text += "\n".join(f"| {n} | {s:.2f} | {args.batch * args.steps / s:,.0f} |" for n, s in rows)
     print(text)
     append(f"Attack throughput on {device.type}", text)

@@ -19,6 +19,13 @@ from _machine import append
 from advfeatures.pipeline import RunOptions, reproduce
 
 
+def _cell(entry: dict, key: str) -> str:
+    """Mean in percent, with the population std over seeds when there are several."""
+    values = entry[f"{key}_per_seed"]
+    spread = f" ± {100 * statistics.pstdev(values):.1f}" if len(values) > 1 else ""
+    return f"{100 * entry[key]:.1f}{spread}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=1)
@@ -32,13 +39,13 @@ def main() -> None:
     wall = time.perf_counter() - t0
     lines = [f"`advfeatures reproduce --seeds {args.seeds}`: {wall:.0f} s wall in total.", ""]
     for name, r in results.items():
-        lines += [f"### {name}", "", "| set | clean % | robust % (eps " + f"{r['threat_model']['eps']:g}) |", "|---|---|---|"]
+        eps = r["threat_model"]["eps"]
+        lines += [f"### {name}", "", f"| set | clean % | robust % (eps {eps:g}) |", "|---|---|---|"]
         for k, e in r["accuracy"].items():
             if "clean" not in e:
                 continue
-            spread = lambda key: (f" ± {100 * statistics.pstdev(e[key + '_per_seed']):.1f}"  # noqa: E731
-                                  if len(e[key + "_per_seed"]) > 1 else "")
-            lines.append(f"| {k} | {100 * e['clean']:.1f}{spread('clean')} | {100 * e['robust']:.1f}{spread('robust')} |")
+            clean, robust = _cell(e, "clean"), _cell(e, "robust")
+            lines.append(f"| {k} | {clean} | {robust} |")
         stages = r["seconds"]["stages"]
         lines += ["", "seconds per stage (seed 0): " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()),
                   f"preset total {r['seconds']['total']:.0f} s", ""]

@@ -135,7 +135,7 @@ def test_transfer_rate_known_answer():
 
     labels = torch.tensor([0, 1, 2, 0])
     fooled = torch.tensor([True, True, False, True])  # the source fooled examples 0, 1, 3
-    target = Fixed(torch.tensor([1, 1, 0]))  # on those three: wrong, right, wrong
+    target = Fixed(torch.tensor([1, 1, 2]))  # on those three (labels 0, 1, 0): fooled, not, fooled
     assert transfer_rate(target, torch.zeros(4, 1, 2, 2), labels, fooled) == pytest.approx(2 / 3)
 
 
