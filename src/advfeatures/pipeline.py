@@ -338,6 +338,7 @@ class PresetRun:
         hit = predict(standard, targeted) == targets
         det_x, det_y, _ = self.load_constructed("D_det")
         out = {"source_fooled": float(fooled.float().mean()), "source_targeted_success": float(hit.float().mean()),
+               "architecture_set": "full" if self.opts.full else "default subset (--full runs all)",
                "architectures": {}}
         for spec in archs:
             key = spec.arch + "".join(f"_{k}{v}" for k, v in sorted(spec.options.items()) if k != "width")

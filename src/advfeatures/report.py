@@ -123,7 +123,7 @@ def construction_rows(r: dict) -> list[list[str]]:
     rows = []
     for name, d in r.get("construction", {}).items():
         if "attack_success" in d:
-            rows.append([name, f"attack success {_pct(d['attack_success'])}%; mean |delta| "
+            rows.append([name, f"attack success {_pct(d['attack_success'])}%; mean perturbation L2 "
                          f"{d['mean_perturbation_norm']:.3f}; robust model reads original "
                          f"{_pct(d['robust_model_reads_original'])}% / target {_pct(d['robust_model_reads_target'])}%"])
         elif "relative_representation_error_mean" in d:
@@ -363,8 +363,11 @@ def _sections(r: dict) -> list[tuple[str, list[str], list[list[str]]]]:
                          [[k, _pct(v["default"]), f"{_pct(v['strong'])} ({v['strong_attack']})"]
                           for k, v in ac.items() if isinstance(v, dict)]))
     if r.get("transfer"):
-        sections.append(("Transferability (Figure 3)", ["architecture", "accuracy after D_det", "transfer rate",
-                                                         "targeted transfer", "clean on D"], transfer_rows(r)))
+        fit = transfer_fit(r["transfer"].get("architectures", {}))
+        note = f"; linear fit r = {fit['r']:.2f}" if fit else ""
+        title = f"Transferability (Figure 3): {r['transfer'].get('architecture_set', '')}{note}"
+        header = ["architecture", "accuracy after D_det", "transfer rate", "targeted transfer", "clean on D"]
+        sections.append((title, header, transfer_rows(r)))
     if r.get("robust_source"):
         sections.append(("Table 9: relabelled sets built against the robust model",
                          ["set", "from standard model", "from robust model", "paper (std / robust)"], table9_rows(r)))
