@@ -518,6 +518,7 @@ def reproduce(options: RunOptions, log: Callable[[str], None] = print) -> dict[s
             "preset": p.name,
             "seeds": list(range(options.seeds)),
             "threat_model": {"norm": p.threat.norm, "eps": p.threat.eps},
+            "num_classes": data[p.name]["num_classes"],
             **aggregate(per_seed),
             "settings": p.as_dict(),
             "released": str(options.released) if options.released else None,

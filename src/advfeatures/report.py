@@ -63,7 +63,7 @@ def _spread(entry: dict, key: str) -> str:
 def claims(r: dict) -> list[list[str]]:
     """The paper's qualitative claims, each checked against this run's numbers."""
     a = r["accuracy"]
-    chance = 1.0 / 10
+    chance = 1.0 / r.get("num_classes", 10)
     get = lambda n, k: a.get(n, {}).get(k)  # noqa: E731
     out = []
 
