@@ -143,3 +143,13 @@ def test_library_entry_point(tmp_path):
     results = reproduce(RunOptions(out=tmp_path / "lib", presets=("synthetic",), theory=False, progress=False,
                                    overrides=Overrides(quick=True)), log=lambda s: None)
     assert set(results) == {"synthetic"} and results["synthetic"]["accuracy"]["D"]["clean"] >= 0
+
+
+def test_missing_cached_dataset_is_rebuilt(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["reproduce", *QUICK, "--no-theory", "--out", str(out)]) == 0
+    (out / "synthetic" / "datasets" / "D_rand.safetensors").unlink()
+    capsys.readouterr()
+    assert main(["reproduce", *QUICK, "--no-theory", "--out", str(out)]) == 0
+    assert "rebuilding" in capsys.readouterr().out
+    assert load_dataset_file(out / "synthetic" / "datasets" / "D_rand.safetensors")["images"].shape[0] == 256

@@ -132,7 +132,7 @@ class StageCache:
                 self.seconds[name] = data.get("seconds", 0.0)
                 self.log(f"  {name:<16} cached")
                 return data["result"]
-            except (CorruptFileError, KeyError) as err:
+            except (BadInputError, KeyError) as err:  # corrupt or missing artefact: never trust, rebuild
                 self.log(f"  {name:<16} cached record unusable ({err}); rebuilding")
                 record.unlink(missing_ok=True)
         t0 = time.perf_counter()
