@@ -57,7 +57,6 @@ def test_rerun_resumes_everything_from_cache(quick_run, capsys):
     before = json.loads((quick_run / "synthetic" / "results.json").read_text())
     assert main(["reproduce", *QUICK, "--out", str(quick_run)]) == 0
     log = capsys.readouterr().out
-    assert "cached" in log and " D " not in log.replace("cached", "")[:0]  # every stage line says cached
     stage_lines = [line for line in log.splitlines() if line.startswith("  ")]
     assert stage_lines and all("cached" in line for line in stage_lines), stage_lines
     after = json.loads((quick_run / "synthetic" / "results.json").read_text())
@@ -88,7 +87,16 @@ def test_kill_then_resume(tmp_path):
         os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert record.exists()
-    assert not list(out.rglob("*.tmp"))  or all(p.name.startswith(".") for p in out.rglob("*.tmp"))
+    # whatever the kill interrupted, every file a later run would trust is complete (temporaries are never read)
+    from advfeatures.io import load_tensors, read_json
+
+    for f in out.rglob("*"):
+        if f.name.startswith("."):
+            continue
+        if f.suffix == ".safetensors":
+            load_tensors(f)
+        elif f.suffix == ".json":
+            read_json(f)
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "D_adv" in done.stdout and "cached" in done.stdout
