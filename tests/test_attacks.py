@@ -117,7 +117,11 @@ def test_margin_is_positive_exactly_when_misclassified():
 
 def test_projection_and_random_start():
     d = torch.randn(100, 1, 8, 8) * 3
-    assert torch.allclose(flat_norm(project(d, "l2", 1.0)).clamp(max=1.0), torch.ones(100), atol=1e-5)
+    p = project(d, "l2", 1.0)  # every row of d is far outside the unit ball: projection lands on its surface
+    assert torch.allclose(flat_norm(p), torch.ones(100), atol=1e-5)
+    assert torch.allclose(p / flat_norm(p).view(-1, 1, 1, 1), d / flat_norm(d).view(-1, 1, 1, 1), atol=1e-5)
+    inside = d / flat_norm(d).view(-1, 1, 1, 1) * 0.5
+    assert torch.equal(project(inside, "l2", 1.0), inside)
     assert project(d, "linf", 0.1).abs().max() <= 0.1
     assert project(d, "l2", math.inf) is d
     r = random_in_ball(d, "l2", 0.5, torch.Generator().manual_seed(0))
