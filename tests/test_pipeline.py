@@ -43,7 +43,9 @@ def test_results_files_keys_and_ranges(quick_run):
     c = results["construction"]
     assert 0 <= c["D_det"]["attack_success"] <= 1 and c["D_det"]["mean_perturbation_norm"] <= 1.0 + 1e-4
     assert set(results["audit"]) >= {"D", "D_R", "D_NR", "D_rand", "D_det"}
-    assert "architectures" in results["transfer"] and "D_det" in results["robust_source"]
+    archs = {k: v for k, v in results["transfer"].items() if k != "source"}
+    assert len(archs) == 4 and all(0 <= v["accuracy"] <= 1 and 0 <= v["transfer_rate"] <= 1 for v in archs.values())
+    assert "D_det" in results["robust_source"]
     assert results["seconds"]["total"] > 0 and "D" in results["seconds"]["stages"]
     assert "theory" in results and results["theory"]["figures"]
     for f in ("report.html", "results.md", "figures/synthetic_accuracy.png", "figures/synthetic_samples.png"):

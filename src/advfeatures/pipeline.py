@@ -337,9 +337,10 @@ class PresetRun:
                               steps=p.relabel.steps, step_size=p.relabel.step_size, targeted=True)
         hit = predict(standard, targeted) == targets
         det_x, det_y, _ = self.load_constructed("D_det")
-        out = {"source_fooled": float(fooled.float().mean()), "source_targeted_success": float(hit.float().mean()),
-               "architecture_set": "full" if self.opts.full else "default subset (--full runs all)",
-               "architectures": {}}
+        # {arch: {"accuracy", "transfer_rate", ...}, ...} as the contract has it; "source" describes the
+        # adversarial examples (the only entry without a transfer_rate)
+        out = {"source": {"fooled": float(fooled.float().mean()), "targeted_success": float(hit.float().mean()),
+                          "architecture_set": "full" if self.opts.full else "default subset (--full runs all)"}}
         for spec in archs:
             key = spec.arch + "".join(f"_{k}{v}" for k, v in sorted(spec.options.items()) if k != "width")
             if spec == p.model:  # the source architecture: its own D and D_det models (the paper's 100% point)
@@ -348,7 +349,7 @@ class PresetRun:
             else:
                 on_d, _ = self.fit(f"transfer_{key}_D", self.train_x, self.train_y, p.train, spec)
                 on_det, _ = self.fit(f"transfer_{key}_D_det", det_x, det_y, p.constructed_train["D_det"], spec)
-            out["architectures"][key] = {
+            out[key] = {
                 "accuracy": clean_accuracy(on_det, self.test_x, self.test_y),
                 "transfer_rate": transfer_rate(on_d, adv, self.test_y, fooled),
                 "targeted_transfer_rate": float(

@@ -97,12 +97,17 @@ def claims(r: dict) -> list[list[str]]:
               cons["robust_model_reads_original"] > cons.get("robust_model_reads_target", 0),
               f"robust model reads original {_pct(cons['robust_model_reads_original'])}%, target "
               f"{_pct(cons.get('robust_model_reads_target'))}%")
-    t = r.get("transfer", {}).get("architectures", {})
+    t = transfer_architectures(r)
     fit = transfer_fit(t)
     if fit:
         check("transfer rate grows with accuracy on D_det (Figure 3)", fit["r"] > 0.5,
               f"Pearson r = {fit['r']:.2f} over {len(t)} architectures")
     return out
+
+
+def transfer_architectures(r: dict) -> dict:
+    """The per-architecture entries of results["transfer"] (every entry that has a transfer rate)."""
+    return {k: v for k, v in r.get("transfer", {}).items() if isinstance(v, dict) and "transfer_rate" in v}
 
 
 def transfer_fit(archs: dict) -> dict | None:
@@ -152,7 +157,7 @@ AUDIT_HEADER = ["set", "robust pattern = label %", "non-robust pattern = label %
 
 def transfer_rows(r: dict) -> list[list[str]]:
     return [[k, _pct(v["accuracy"]), _pct(v["transfer_rate"]), _pct(v.get("targeted_transfer_rate")),
-             _pct(v.get("clean_on_D"))] for k, v in r.get("transfer", {}).get("architectures", {}).items()]
+             _pct(v.get("clean_on_D"))] for k, v in transfer_architectures(r).items()]
 
 
 def table9_rows(r: dict) -> list[list[str]]:
@@ -276,7 +281,7 @@ def figure_audit(r: dict, path: Path) -> bool:
 
 
 def figure_transfer(r: dict, path: Path) -> bool:
-    archs = r.get("transfer", {}).get("architectures", {})
+    archs = transfer_architectures(r)
     if len(archs) < 2:
         return False
     fig, ax = plt.subplots(figsize=(5, 4))
@@ -363,9 +368,9 @@ def _sections(r: dict) -> list[tuple[str, list[str], list[list[str]]]]:
                          [[k, _pct(v["default"]), f"{_pct(v['strong'])} ({v['strong_attack']})"]
                           for k, v in ac.items() if isinstance(v, dict)]))
     if r.get("transfer"):
-        fit = transfer_fit(r["transfer"].get("architectures", {}))
+        fit = transfer_fit(transfer_architectures(r))
         note = f"; linear fit r = {fit['r']:.2f}" if fit else ""
-        title = f"Transferability (Figure 3): {r['transfer'].get('architecture_set', '')}{note}"
+        title = f"Transferability (Figure 3): {r['transfer'].get('source', {}).get('architecture_set', '')}{note}"
         header = ["architecture", "accuracy after D_det", "transfer rate", "targeted transfer", "clean on D"]
         sections.append((title, header, transfer_rows(r)))
     if r.get("robust_source"):
