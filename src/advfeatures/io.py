@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -75,14 +74,3 @@ def load_tensors(path: str | os.PathLike, required: tuple[str, ...] = ()) -> tup
     if missing:
         raise CorruptFileError(f"{path}: missing tensors {missing}; delete it and recreate it")
     return tensors, metadata
-
-
-def load_or_build(path: Path, load: Callable, build: Callable, log: Callable[[str], None] = print):
-    """Return load(path) if a valid cached file is there, else build() (which writes it). Corrupt caches are rebuilt."""
-    if path.exists():
-        try:
-            return load(path)
-        except CorruptFileError as err:
-            log(f"cached {path} is unusable ({err}); rebuilding it")
-            path.unlink(missing_ok=True)
-    return build()

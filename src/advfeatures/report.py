@@ -251,7 +251,6 @@ def _originals(preset_dir: Path, n: int):
     import json
 
     from .data import load_dataset
-    from .data.synthetic import SyntheticSpec  # noqa: F401  (spec defaults are the preset's)
 
     try:
         settings = json.loads((preset_dir / "results.json").read_text())["settings"]

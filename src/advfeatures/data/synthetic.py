@@ -26,7 +26,7 @@ The generator is deterministic from `seed`; train and test come from separate st
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
@@ -153,7 +153,3 @@ def load_synthetic_split(split: str, spec: SyntheticSpec | None = None) -> Synth
     n = spec.n_train if split == "train" else spec.n_test
     images, labels, robust_class = features.sample(n, stream=0 if split == "train" else 1)
     return SyntheticDataset(images, labels, robust_class, features)
-
-
-def spec_dict(spec: SyntheticSpec) -> dict:
-    return asdict(spec)

@@ -57,11 +57,6 @@ def save_model(model: ImageClassifier, path: str | Path, **metadata) -> None:
     save_tensors(path, state, meta)
 
 
-def read_model_metadata(path: str | Path) -> dict:
-    _, meta = load_tensors(path)
-    return meta
-
-
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> ImageClassifier:
     """Rebuild a saved model in eval mode: (N, C, H, W) floats in [0, 1] -> logits."""
     path = Path(path)
