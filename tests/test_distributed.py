@@ -1,14 +1,21 @@
-"""Sharded construction across 2 gloo processes gives exactly the one-process tensors."""
+"""Sharded construction across 2 gloo processes gives exactly the one-process tensors; `reproduce` under torchrun
+(2 gloo processes) gives the one-process run."""
 
+import json
 import os
 import socket
+import subprocess
+import sys
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from advfeatures import load_dataset_file
+from advfeatures.cli import main
 from advfeatures.construct import CHUNK, build_inverted_dataset, build_relabelled_dataset
 from advfeatures.distributed import ProcessGroup, gather_shards
+from advfeatures.io import load_tensors
 from advfeatures.models import build_model
 
 
@@ -57,3 +64,57 @@ def test_two_gloo_processes_build_the_same_tensors_as_one(tmp_path):
     assert torch.equal(two["relabelled"], relabelled)
     assert torch.equal(two["labels"], labels)
     assert (inverted.flatten(1).abs().sum(1) > 0).all()  # every row was built by some rank
+
+
+# ---------------------------------------------------------------- the whole pipeline under torchrun
+
+PIPELINE = ["reproduce", "--preset", "synthetic", "--quick", "--no-progress", "--device", "cpu"]
+
+
+def _torchrun(args, timeout=240):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+           str(_free_port()), "-m", "advfeatures", *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_torchrun_two_processes_reproduce_the_one_process_run(tmp_path):
+    """DDP training differs from one process only in floating-point summation order (the same global batches,
+    the same mean gradient), so models agree to ~1e-6, constructions (sharded by seeded chunk) follow them, and
+    the reported accuracies agree (identical in practice; allowed to differ by 2 test images)."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main([*PIPELINE, "--out", str(one)]) == 0
+    proc = _torchrun([*PIPELINE, "--out", str(two)])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("done in") == 1  # only rank 0 logs
+    # small_cnn has no batch norm; nets with batch norm use per-rank batch statistics on CPU (SyncBatchNorm
+    # is CUDA-only), so they match one process only approximately and are not compared here
+    for name in ("D", "D_adv", "D_det", "transfer_mlp_D"):
+        a, _ = load_tensors(one / "synthetic" / "models" / f"{name}.safetensors")
+        b, _ = load_tensors(two / "synthetic" / "models" / f"{name}.safetensors")
+        for key in a:
+            assert torch.allclose(a[key].float(), b[key].float(), atol=1e-4), (name, key)
+    for name in ("D_R", "D_NR", "D_rand", "D_det"):
+        a = load_dataset_file(one / "synthetic" / "datasets" / f"{name}.safetensors")
+        b = load_dataset_file(two / "synthetic" / "datasets" / f"{name}.safetensors")
+        assert torch.equal(a["labels"], b["labels"])
+        assert (a["images"] - b["images"]).abs().max() < 1e-3, name
+        assert (b["images"].flatten(1).abs().sum(1) > 0).all()  # every row built by some rank
+    r1 = json.loads((one / "synthetic" / "results.json").read_text())
+    r2 = json.loads((two / "synthetic" / "results.json").read_text())
+    n_test = r1["settings"]["limit_test"]
+    for name, entry in r1["accuracy"].items():
+        for key in ("clean", "robust"):
+            assert abs(entry[key] - r2["accuracy"][name][key]) <= 2 / n_test, (name, key)
+    assert r2["theory"]["figures"] and (two / "report.html").is_file()
+    # a re-run under torchrun resumes every stage from rank 0's records
+    again = _torchrun([*PIPELINE, "--out", str(two)])
+    assert again.returncode == 0 and "cached" in again.stdout and " 0.0s" not in again.stdout
+
+
+def test_torchrun_bad_input_exits_2_on_every_rank_without_hanging(tmp_path):
+    (tmp_path / "foreign.txt").write_text("not a run")
+    proc = _torchrun([*PIPELINE, "--out", str(tmp_path)], timeout=120)
+    assert proc.returncode != 0
+    assert proc.stderr.count("holds no advfeatures run") == 2  # each rank: one line, no traceback
+    assert "Traceback" not in proc.stderr.split("holds no advfeatures run")[0]

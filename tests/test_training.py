@@ -100,3 +100,23 @@ def test_augment_and_schedule():
     assert learning_rate(step, 4.9) == 0.1 and abs(learning_rate(step, 5.0) - 0.01) < 1e-12
     with pytest.raises(BadInputError):
         TrainConfig(schedule="exponential")
+
+
+def test_compiled_training_matches_eager_and_keeps_the_checkpoint_format(tmp_path):
+    """`compile` (here the aot_eager backend: the torch.compile plumbing without code generation) must not change
+    what is learned, and the compiled model saves and loads like any other."""
+    from advfeatures.attacks import invert_representation
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(64, 1, 8, 8, generator=g), torch.randint(0, 10, (64,), generator=g)
+    config = dict(epochs=2, batch_size=32, adversarial=AdversarialConfig("l2", 0.5, steps=2))
+    eager, _ = train_new_model(ModelSpec("small_cnn", {"width": 4}), x, y, 10, TrainConfig(**config), progress=False)
+    compiled, _ = train_new_model(ModelSpec("small_cnn", {"width": 4}), x, y, 10,
+                                  TrainConfig(**config, compile="aot_eager"), progress=False)
+    assert hasattr(compiled.representation, "_torchdynamo_orig_callable")  # inversion's entry point is compiled
+    for (name, a), b in zip(eager.state_dict().items(), compiled.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-5), name
+    inverted = invert_representation(compiled, x[:4], x[4:8], steps=3, step_size=0.1)
+    assert torch.allclose(inverted, invert_representation(eager, x[:4], x[4:8], steps=3, step_size=0.1), atol=1e-5)
+    save_model(compiled, tmp_path / "m.safetensors")
+    assert torch.allclose(load_model(tmp_path / "m.safetensors")(x[:4]), eager(x[:4]), atol=1e-5)

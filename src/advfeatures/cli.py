@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -43,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--full", action="store_true", help="every transfer architecture (slower)")
     r.add_argument("--no-theory", action="store_true", help="skip the Section 4 theory stage")
     r.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
+    r.add_argument("--compile", nargs="?", const="inductor", default=False, metavar="BACKEND",
+                   help="torch.compile every model (default backend inductor; pays off on GPU and long runs)")
     r.add_argument("--no-progress", action="store_true", help="no progress bars (one line per stage remains)")
     q = r.add_argument_group("quick-run overrides (change results; a run directory is resumed only with the same)")
     q.add_argument("--quick", action="store_true", help="tiny everything: checks the pipeline, not the paper")
@@ -179,6 +182,7 @@ def cmd_theory(args) -> None:
 
 
 def cmd_reproduce(args) -> None:
+    from .distributed import init_from_environment, shutdown
     from .pipeline import Overrides, RunOptions, reproduce
 
     presets = tuple(p.strip() for p in args.preset.split(",") if p.strip())
@@ -189,11 +193,15 @@ def cmd_reproduce(args) -> None:
     options = RunOptions(
         out=args.out, presets=presets, seeds=args.seeds, device=args.device, data_root=args.data_root,
         download=args.download, released=args.released, full=args.full, theory=not args.no_theory, amp=args.amp,
-        progress=not args.no_progress,
+        progress=not args.no_progress, compile=args.compile,
         overrides=Overrides(limit=args.limit, epochs=args.epochs, steps=args.steps,
                             eval_restarts=args.eval_restarts, width=args.width, quick=args.quick),
     )
-    reproduce(options)
+    group = init_from_environment()  # torchrun: one process per GPU (or gloo processes on CPU)
+    try:
+        reproduce(dataclasses.replace(options, group=group))
+    finally:
+        shutdown(group)
 
 
 COMMANDS = {"reproduce": cmd_reproduce, "train": cmd_train, "evaluate": cmd_evaluate, "theory": cmd_theory}

@@ -33,3 +33,16 @@ def autocast(device: torch.device, enabled: bool):
 
 def to_memory_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
+
+
+def compile_model(model: torch.nn.Module, backend: str | bool = "inductor") -> torch.nn.Module:
+    """torch.compile in place: calls (`model(x)`) and `model.representation` (used by inversion) run compiled.
+
+    The module keeps its class and state_dict, so saving, loading and attribute access are unchanged.
+    `backend` True means "inductor" (the fast one); "aot_eager" checks the plumbing without code generation.
+    """
+    backend = "inductor" if backend is True else backend
+    model.compile(backend=backend)
+    if hasattr(model, "representation") and not hasattr(model.representation, "_torchdynamo_orig_callable"):
+        model.representation = torch.compile(model.representation, backend=backend)
+    return model

@@ -37,7 +37,8 @@ from .construct import (
 )
 from .data import as_tensors, load_dataset, load_dataset_file, save_dataset_file
 from .data.base import TensorImageDataset
-from .device import resolve_device
+from .device import compile_model, resolve_device
+from .distributed import ProcessGroup, gather_shards
 from .errors import BadInputError, CorruptFileError
 from .evaluation import clean_accuracy, predict, robust_accuracy, transfer_rate, worst_case_examples
 from .io import load_tensors, read_json, write_json_atomic
@@ -76,7 +77,9 @@ class RunOptions:
     full: bool = False  # all transfer architectures
     theory: bool = True
     amp: bool = False
+    compile: bool | str = False  # torch.compile every model (training, attacks, inversion); True or a backend
     progress: bool = True
+    group: ProcessGroup = field(default_factory=ProcessGroup)  # torchrun ranks (a group of one without torchrun)
 
 
 def apply_overrides(preset: Preset, ov: Overrides) -> Preset:
@@ -116,29 +119,45 @@ def apply_overrides(preset: Preset, ov: Overrides) -> Preset:
 
 
 class StageCache:
-    """Runs named stages once: a stage whose record exists (and whose artefacts validate) is loaded instead."""
+    """Runs named stages once: a stage whose record exists (and whose artefacts validate) is loaded instead.
 
-    def __init__(self, directory: Path, log: Callable[[str], None]):
-        self.dir, self.log = directory, log
+    Under torchrun every rank runs every stage (stages hold collectives: DDP training, sharded construction)
+    unless `main_only`; only rank 0 writes the record, and every rank takes the same cached/rebuild decision.
+    """
+
+    def __init__(self, directory: Path, log: Callable[[str], None], group: ProcessGroup | None = None):
+        self.dir, self.log, self.group = directory, log, group or ProcessGroup()
         self.seconds: dict[str, float] = {}
 
-    def run(self, name: str, compute: Callable[[], dict], validate: Callable[[], None] | None = None) -> dict:
+    def run(self, name: str, compute: Callable[[], dict], validate: Callable[[], None] | None = None,
+            main_only: bool = False) -> dict:
         record = self.dir / "stages" / f"{name}.json"
+        data, problem = None, None
         if record.exists():
             try:
                 data = read_json(record)
                 if validate:
                     validate()
-                self.seconds[name] = data.get("seconds", 0.0)
-                self.log(f"  {name:<16} cached")
-                return data["result"]
+                data["result"]
             except (BadInputError, KeyError) as err:  # corrupt or missing artefact: never trust, rebuild
-                self.log(f"  {name:<16} cached record unusable ({err}); rebuilding")
-                record.unlink(missing_ok=True)
+                data, problem = None, err
+        if self.group.all_agree(data is not None):
+            self.seconds[name] = data.get("seconds", 0.0)
+            self.log(f"  {name:<16} cached")
+            return data["result"]
+        if problem is not None:
+            self.log(f"  {name:<16} cached record unusable ({problem}); rebuilding")
+        self.group.barrier()  # every rank has read the record before rank 0 removes it
+        if self.group.is_main:
+            record.unlink(missing_ok=True)
         t0 = time.perf_counter()
-        result = compute()
+        result = compute() if (self.group.is_main or not main_only) else None
         seconds = time.perf_counter() - t0
-        write_json_atomic(record, {"result": result, "seconds": seconds})
+        if self.group.is_main:
+            write_json_atomic(record, {"result": result, "seconds": seconds})
+        self.group.barrier()
+        if result is None:  # a main-only stage on another rank: read what rank 0 computed
+            result, seconds = (lambda d: (d["result"], d["seconds"]))(read_json(record))
         self.seconds[name] = seconds
         self.log(f"  {name:<16} {seconds:6.1f}s  {summarise(result)}")
         return result
@@ -159,12 +178,13 @@ class PresetRun:
     def __init__(self, preset: Preset, seed: int, directory: Path, data: dict, options: RunOptions, log):
         self.p, self.seed, self.dir, self.opts, self.log = preset, seed, directory, options, log
         self.device = resolve_device(options.device)
+        self.group = options.group
         self.train, self.test = data["train"], data["test"]
         self.train_x, self.train_y = self.train.images.to(self.device), self.train.labels.to(self.device)
         self.test_x, self.test_y = self.test.images.to(self.device), self.test.labels.to(self.device)
         self.num_classes = data["num_classes"]
         self.mean, self.std = channel_stats(self.train.images)
-        self.cache = StageCache(directory, log)
+        self.cache = StageCache(directory, log, self.group)
         self.released = data.get("released")
         self.features = getattr(self.train, "features", None)  # planted ground truth (synthetic only)
 
@@ -176,16 +196,23 @@ class PresetRun:
         return self.dir / "datasets" / f"{name}.safetensors"
 
     def fit(self, name: str, images, labels, config: TrainConfig, spec: ModelSpec | None = None):
-        config = dataclasses.replace(config, seed=config.seed + 1000 * self.seed, amp=self.opts.amp)
+        config = dataclasses.replace(
+            config, seed=config.seed + 1000 * self.seed, amp=self.opts.amp, compile=self.opts.compile
+        )
         model, history = train_new_model(
             spec or self.p.model, images, labels, self.num_classes, config, mean=self.mean, std=self.std,
-            progress=self.opts.progress, desc=name, checkpoint=self.dir / "models" / f".{name}.checkpoint",
+            progress=self.opts.progress and self.group.is_main, desc=name, checkpoint=self.dir / "models" / f".{name}.checkpoint",
+            group=self.group,
         )
-        save_model(model, self.model_path(name), preset=self.p.name, seed=str(self.seed), train=config.as_dict())
+        if self.group.is_main:
+            save_model(model, self.model_path(name), preset=self.p.name, seed=str(self.seed),
+                       train=config.as_dict())
+        self.group.barrier()
         return model, history
 
     def load(self, name: str):
-        return load_model(self.model_path(name), self.device)
+        model = load_model(self.model_path(name), self.device)
+        return compile_model(model, self.opts.compile) if self.opts.compile else model
 
     def evaluate(self, model) -> dict:
         """Clean and full-strength robust accuracy at the threat model on the whole test set, and a curve over eps
@@ -226,8 +253,11 @@ class PresetRun:
 
         def compute():
             ds = build()
-            save_dataset_file(path, ds.images, ds.labels)
-            self._save_originals(name, ds.original_labels)
+            ds.images = gather_shards(ds.images, self.group)  # each rank built its own chunks
+            if self.group.is_main:
+                save_dataset_file(path, ds.images, ds.labels)
+                self._save_originals(name, ds.original_labels)
+            self.group.barrier()
             return diagnose(ds)
 
         return self.cache.run(f"construct_{name}", compute, validate=lambda: load_dataset_file(path))
@@ -273,7 +303,8 @@ class PresetRun:
 
     def build_all(self, standard, robust) -> dict:
         p, x, y = self.p, self.train_x, self.train_y
-        common = dict(seed=self.seed, amp=self.opts.amp, progress=self.opts.progress)
+        common = dict(seed=self.seed, amp=self.opts.amp, progress=self.opts.progress and self.group.is_main,
+                      shard=self.group.shard)
         inv = dict(steps=p.inversion.steps, step_size=p.inversion.step_size, start=p.inversion.start,
                    tolerance=p.inversion.tolerance, **common)
         rel = dict(num_classes=self.num_classes, norm=p.threat.norm, eps=p.relabel.eps, steps=p.relabel.steps,
@@ -366,8 +397,10 @@ class PresetRun:
             ds = build_relabelled_dataset(
                 robust, self.train_x, self.train_y, mode=mode, num_classes=self.num_classes, norm=p.threat.norm,
                 eps=p.relabel.eps, steps=p.relabel.steps, step_size=p.relabel.step_size, seed=self.seed,
-                progress=self.opts.progress,
+                early_stop=p.relabel.early_stop, progress=self.opts.progress and self.group.is_main,
+                shard=self.group.shard,
             )
+            ds.images = gather_shards(ds.images, self.group)
             model, _ = self.fit(f"robust_source_D_{mode}", ds.images, ds.labels, p.constructed_train[f"D_{mode}"])
             out[f"D_{mode}"] = {
                 "clean": clean_accuracy(model, self.test_x, self.test_y),
@@ -418,7 +451,7 @@ def load_released(root: Path, num_classes: int, image_shape, limit: int | None) 
     return out
 
 
-def check_out_dir(out: Path, fingerprints: dict[str, str]) -> None:
+def check_out_dir(out: Path, fingerprints: dict[str, str], write_probe: bool = True) -> None:
     """Refuse a non-empty folder that is not an advfeatures run, or one holding a preset run with other settings."""
     if out.exists() and not out.is_dir():
         raise BadInputError(f"--out {out} is a file; give a folder")
@@ -434,6 +467,8 @@ def check_out_dir(out: Path, fingerprints: dict[str, str]) -> None:
                 raise BadInputError(
                     f"{out / name} was produced with different settings; use another --out, or delete {out / name}"
                 )
+    if not write_probe:
+        return
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
@@ -487,8 +522,14 @@ def _mean_dicts(items: list):
 
 
 def reproduce(options: RunOptions, log: Callable[[str], None] = print) -> dict[str, dict]:
-    """Run every preset (every seed), the theory stage and the report; returns {preset: results}."""
+    """Run every preset (every seed), the theory stage and the report; returns {preset: results}.
+
+    Under torchrun (options.group of several ranks) every rank calls this; rank 0 logs and writes.
+    """
     t_start = time.perf_counter()
+    group = options.group
+    if not group.is_main:
+        log = _silent
     if options.seeds < 1:
         raise BadInputError("--seeds must be at least 1")
     presets = [apply_overrides(get_preset(name), options.overrides) for name in options.presets]
@@ -498,14 +539,16 @@ def reproduce(options: RunOptions, log: Callable[[str], None] = print) -> dict[s
     data = {p.name: load_preset_data(p, options) for p in presets}  # every input checked before any write
     out = Path(options.out)
     fingerprints = {p.name: p.fingerprint() + ("-released" if options.released else "") for p in presets}
-    check_out_dir(out, fingerprints)
+    check_out_dir(out, fingerprints, write_probe=group.is_main)
+    group.barrier()  # every rank has checked --out before rank 0 writes to it
     manifest = out / "run.json"
-    known = read_json(manifest).get("presets", {}) if manifest.exists() else {}
-    write_json_atomic(manifest, {"advfeatures": __version__, "presets": {**known, **fingerprints}})
+    if group.is_main:
+        known = read_json(manifest).get("presets", {}) if manifest.exists() else {}
+        write_json_atomic(manifest, {"advfeatures": __version__, "presets": {**known, **fingerprints}})
 
     theory = None
     if options.theory:
-        theory = run_theory_stage(out, log)
+        theory = run_theory_stage(out, log, group)
     all_results = {}
     for p in presets:
         t0 = time.perf_counter()
@@ -527,22 +570,29 @@ def reproduce(options: RunOptions, log: Callable[[str], None] = print) -> dict[s
         }
         if theory is not None:
             results["theory"] = theory
-        write_json_atomic(out / p.name / "results.json", results)
+        if group.is_main:
+            write_json_atomic(out / p.name / "results.json", results)
         all_results[p.name] = results
         log(format_table(results))
     from .report import write_report
 
-    write_report(out, all_results, theory)
+    if group.is_main:
+        write_report(out, all_results, theory)
+    group.barrier()
     log(f"done in {time.perf_counter() - t_start:.0f}s: {out / 'report.html'}")
     return all_results
 
 
-def run_theory_stage(out: Path, log) -> dict:
+def run_theory_stage(out: Path, log, group: ProcessGroup | None = None) -> dict:
     from .theory import run_theory
 
-    cache = StageCache(out / "theory", log)
+    cache = StageCache(out / "theory", log, group)
     return cache.run("theory", lambda: json.loads(json.dumps(run_theory(out / "theory"), default=float)),
-                     validate=lambda: _require_files(out / "theory", ("theory_figure4.png",)))
+                     validate=lambda: _require_files(out / "theory", ("theory_figure4.png",)), main_only=True)
+
+
+def _silent(message: str) -> None:
+    """The log of ranks other than 0."""
 
 
 def _require_files(folder: Path, names) -> None:

@@ -18,7 +18,8 @@ from tqdm.auto import tqdm
 
 from .attacks import check_norm, pgd_attack
 from .data.base import check_images_labels
-from .device import autocast, to_memory_format
+from .device import autocast, compile_model, to_memory_format
+from .distributed import ProcessGroup, sync_module
 from .errors import BadInputError, CorruptFileError
 from .io import load_tensors, save_tensors
 
@@ -52,6 +53,7 @@ class TrainConfig:
     seed: int = 0
     amp: bool = False  # bf16 autocast on CUDA
     channels_last: bool = False
+    compile: bool | str = False  # torch.compile the model before training (True: inductor, or a backend name)
 
     def __post_init__(self):
         if isinstance(self.adversarial, dict):
@@ -132,12 +134,20 @@ def train_model(
     progress: bool = True,
     desc: str = "train",
     checkpoint: str | Path | None = None,
+    group: ProcessGroup | None = None,
 ) -> dict:
     """Train `model` in place on tensors (already on the model's device); returns a history dict.
 
     With `checkpoint`, the model, optimizer and data order are saved after every epoch and a re-run resumes
     from the last finished epoch; the checkpoint is deleted when training completes.
+
+    With a distributed `group` (torchrun), the model is wrapped in DistributedDataParallel: every rank draws the
+    same data order and augmentation, takes its contiguous slice of each global batch (and makes that slice's
+    adversarial examples), and the loss is scaled so the averaged gradient is the mean over the whole global
+    batch, i.e. the one-process gradient up to summation order. Only rank 0 writes the checkpoint; at the end
+    every rank holds rank 0's parameters and buffers.
     """
+    group = group or ProcessGroup()
     num_classes = model.head.out_features if hasattr(model, "head") else None
     check_images_labels(images, labels, num_classes, source=desc)
     device = images.device
@@ -151,51 +161,74 @@ def train_model(
         try:
             start_epoch = _load_checkpoint(checkpoint, model, optimizer, generator)
         except CorruptFileError:
-            checkpoint.unlink()
+            group.barrier()
+            if group.is_main:
+                checkpoint.unlink(missing_ok=True)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
+    if config.compile:
+        compile_model(model, config.compile)
+    trained = model
+    if group.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        if device.type == "cuda":  # global batch statistics, as one process has (CPU ranks keep their own)
+            torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     n = images.shape[0]
     steps_per_epoch = math.ceil(n / config.batch_size)
     history = {"loss": [], "train_accuracy": [], "seconds": 0.0}
     adv = config.adversarial
     t0 = time.perf_counter()
-    bar = tqdm(total=config.epochs, initial=start_epoch, desc=desc, disable=not progress, leave=False, unit="ep")
+    bar = tqdm(total=config.epochs, initial=start_epoch, desc=desc, disable=not (progress and group.is_main),
+               leave=False, unit="ep")
     for epoch in range(start_epoch, config.epochs):
         model.train()
         order = torch.randperm(n, generator=generator, device=device)
         total_loss, correct = 0.0, 0
         for step in range(steps_per_epoch):
             idx = order[step * config.batch_size : (step + 1) * config.batch_size]
+            global_batch = idx.shape[0]
+            if global_batch < group.world_size:  # a last batch too small to give every rank an example
+                continue
             x, y = images[idx], labels[idx]
             x = augment(x, config, generator) if (config.crop_padding or config.flip) else x
+            if group.distributed:  # this rank's slice (augmentation above consumed the shared generator)
+                x, y = x.tensor_split(group.world_size)[group.rank], y.tensor_split(group.world_size)[group.rank]
             if adv is not None:
+                attack_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=device))
                 x = pgd_attack(
                     model, x, y, norm=adv.norm, eps=adv.eps, steps=adv.steps, step_size=adv.resolved_step_size(),
                     random_start=adv.random_start, batch_size=x.shape[0],
-                    seed=int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=device)),
-                    amp=config.amp,
+                    seed=attack_seed + group.rank, amp=config.amp,
                 )
                 model.train()
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(config, epoch + step / steps_per_epoch)
+            for param_group in optimizer.param_groups:
+                param_group["lr"] = learning_rate(config, epoch + step / steps_per_epoch)
             with autocast(device, config.amp):
-                logits = model(to_memory_format(x, config.channels_last))
+                logits = trained(to_memory_format(x, config.channels_last))
             loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
             if not torch.isfinite(loss):
                 raise RuntimeError(f"{desc}: training diverged (loss {loss.item()}) at epoch {epoch}; lower the lr")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            # DDP averages gradients over ranks; weighting each rank's mean by its share of the global batch
+            # (times the world size) makes that average the global-batch mean even for unequal slices
+            scale = y.shape[0] * group.world_size / global_batch
+            (loss * scale if group.distributed else loss).backward()
             optimizer.step()
             total_loss += float(loss.detach()) * y.shape[0]
             correct += int((logits.argmax(1) == y).sum())
+        total_loss, correct = group.sum([total_loss, correct])
         history["loss"].append(total_loss / n)
         history["train_accuracy"].append(correct / n)
         bar.update(1)
         bar.set_postfix(loss=f"{total_loss / n:.3f}", acc=f"{correct / n:.3f}")
-        if checkpoint and epoch + 1 < config.epochs:
+        if checkpoint and epoch + 1 < config.epochs and group.is_main:
             _save_checkpoint(checkpoint, model, optimizer, epoch + 1, generator)
     bar.close()
-    if checkpoint:
+    sync_module(model, group)
+    group.barrier()  # no rank may still be reading the checkpoint when rank 0 deletes it
+    if checkpoint and group.is_main:
         checkpoint.unlink(missing_ok=True)
     model.eval()
     history["seconds"] = time.perf_counter() - t0
@@ -229,6 +262,7 @@ def train_new_model(
     progress: bool = True,
     desc: str = "train",
     checkpoint: str | Path | None = None,
+    group: ProcessGroup | None = None,
 ):
     """Seed, build and train a fresh model; returns (model, history). The same seed gives the same model on CPU."""
     from .models import build_model
@@ -238,5 +272,7 @@ def train_new_model(
         spec.arch, in_channels=images.shape[1], num_classes=num_classes, image_size=images.shape[-1],
         mean=mean, std=std, **spec.options,
     ).to(images.device)
-    history = train_model(model, images, labels, config, progress=progress, desc=desc, checkpoint=checkpoint)
+    history = train_model(
+        model, images, labels, config, progress=progress, desc=desc, checkpoint=checkpoint, group=group
+    )
     return model, history
