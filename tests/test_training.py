@@ -114,7 +114,7 @@ def test_compiled_training_matches_eager_and_keeps_the_checkpoint_format(tmp_pat
     compiled, _ = train_new_model(ModelSpec("small_cnn", {"width": 4}), x, y, 10,
                                   TrainConfig(**config, compile="aot_eager"), progress=False)
     assert hasattr(compiled.representation, "_torchdynamo_orig_callable")  # inversion's entry point is compiled
-    for (name, a), b in zip(eager.state_dict().items(), compiled.state_dict().values()):
+    for (name, a), b in zip(eager.state_dict().items(), compiled.state_dict().values(), strict=True):
         assert torch.allclose(a, b, atol=1e-5), name
     inverted = invert_representation(compiled, x[:4], x[4:8], steps=3, step_size=0.1)
     assert torch.allclose(inverted, invert_representation(eager, x[:4], x[4:8], steps=3, step_size=0.1), atol=1e-5)

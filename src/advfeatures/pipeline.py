@@ -201,7 +201,8 @@ class PresetRun:
         )
         model, history = train_new_model(
             spec or self.p.model, images, labels, self.num_classes, config, mean=self.mean, std=self.std,
-            progress=self.opts.progress and self.group.is_main, desc=name, checkpoint=self.dir / "models" / f".{name}.checkpoint",
+            progress=self.opts.progress and self.group.is_main, desc=name,
+            checkpoint=self.dir / "models" / f".{name}.checkpoint",
             group=self.group,
         )
         if self.group.is_main:
