@@ -31,7 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    r = sub.add_parser("reproduce", help="run the paper's experiments and write results + report", epilog=EPILOG)
+    r = sub.add_parser(
+        "reproduce", help="run the paper's experiments and write results + report",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG + "\n\nMany GPUs (or CPU processes, gloo): torchrun --nproc-per-node N -m advfeatures reproduce "
+        "...\ntrains with DistributedDataParallel and shards every construction; the constructed datasets are the "
+        "same\nwhatever N (each chunk of examples is seeded by its index); only rank 0 writes.",
+    )
     r.add_argument("--preset", default=",".join(DEFAULT_PRESETS),
                    help=f"comma-separated presets from {', '.join(PRESETS)} (default: %(default)s)")
     r.add_argument("--out", type=Path, default=Path("runs/default"), help="run directory (default: %(default)s)")

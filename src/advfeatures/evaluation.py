@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 from .attacks import (
     AttackResult,
@@ -55,6 +56,7 @@ def worst_case_examples(
     batch_size: int = 512,
     seed: int = 0,
     amp: bool = False,
+    progress: bool = False,
 ) -> torch.Tensor:
     """Per example, the most damaging iterate found over `restarts` runs (see EVAL_* above)."""
     check_norm(norm)
@@ -65,8 +67,11 @@ def worst_case_examples(
     step_size = default_step_size(eps, steps) if step_size is None else step_size
     generator = torch.Generator(device=images.device).manual_seed(seed)
     out = images.clone()
+    batches = list(_batches(images.shape[0], batch_size))
+    bar = tqdm(total=len(batches) * restarts, desc=f"attack eps {eps:g}", disable=not progress, leave=False,
+               unit="run")
     try:
-        for sl in _batches(images.shape[0], batch_size):
+        for sl in batches:
             best: AttackResult | None = None
             for run in range(restarts):
                 loss = "margin" if run % 2 == 1 else "ce"
@@ -75,6 +80,7 @@ def worst_case_examples(
                     objective, images[sl], norm=norm, eps=eps, steps=steps, step_size=step_size,
                     random_start=run > 0, generator=generator,
                 )
+                bar.update(1)
                 if best is None:
                     best = result
                 else:
@@ -82,6 +88,7 @@ def worst_case_examples(
                     best.x[better], best.score[better] = result.x[better], result.score[better]
             out[sl] = best.x
     finally:
+        bar.close()
         model.train(was_training)
     return out
 
@@ -99,13 +106,14 @@ def robust_accuracy(
     batch_size: int = 512,
     seed: int = 0,
     amp: bool = False,
+    progress: bool = False,
 ) -> float:
     """Accuracy under the strongest of `restarts` PGD runs per example (evaluation-strength defaults)."""
     if eps == 0:
         return clean_accuracy(model, images, labels, batch_size)
     adv = worst_case_examples(
         model, images, labels, norm=norm, eps=eps, steps=steps, step_size=step_size, restarts=restarts,
-        batch_size=batch_size, seed=seed, amp=amp,
+        batch_size=batch_size, seed=seed, amp=amp, progress=progress,
     )
     return clean_accuracy(model, adv, labels, batch_size)
 

@@ -219,7 +219,8 @@ class PresetRun:
         """Clean and full-strength robust accuracy at the threat model on the whole test set, and a curve over eps
         (the threat-model point of the curve is the full-strength number when the curve uses the whole test set)."""
         ev, threat = self.p.evaluation, self.p.threat
-        attack = dict(steps=ev.steps, seed=self.seed, amp=self.opts.amp)
+        attack = dict(steps=ev.steps, seed=self.seed, amp=self.opts.amp,
+                      progress=self.opts.progress and self.group.is_main)
         out = {
             "clean": clean_accuracy(model, self.test_x, self.test_y),
             "robust": robust_accuracy(model, self.test_x, self.test_y, threat.norm, threat.eps,
