@@ -94,22 +94,28 @@ class NCHWInputGrad(torch.nn.Module):
         return self.model(_ContiguousGrad.apply(x), *args, **kwargs)
 
 
-def measure(fn, repeats: int, device: torch.device) -> tuple[object, float, list[float]]:
-    """Warm up once (its result is returned for the strength checks), then the median of `repeats` timed runs."""
+def measure(ours_fn, theirs_fn, repeats: int, device: torch.device):
+    """Warm up both once (those results are returned for the strength checks), then time `repeats` rounds, ours and
+    theirs alternating within each round so that drift in the machine's speed hits both sides alike; medians.
 
-    def sync():
+    Returns (ours_first, ours_median_s, ours_times, theirs_first, theirs_median_s, theirs_times)."""
+
+    def timed(fn) -> float:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-
-    first = fn()
-    sync()
-    times = []
-    for _ in range(repeats):
         t = time.perf_counter()
         fn()
-        sync()
-        times.append(time.perf_counter() - t)
-    return first, statistics.median(times), times
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - t
+
+    ours_first, theirs_first = ours_fn(), theirs_fn()
+    ours_times, theirs_times = [], []
+    for _ in range(repeats):
+        ours_times.append(timed(ours_fn))
+        theirs_times.append(timed(theirs_fn))
+    return (ours_first, statistics.median(ours_times), ours_times,
+            theirs_first, statistics.median(theirs_times), theirs_times)
 
 
 def copy_weights(ours: torch.nn.Module, theirs: torch.nn.Module) -> None:
@@ -176,8 +182,9 @@ def train_step_row(ours, theirs, x, y, xin, device, args) -> dict:
         theirs_opt.step()
         return value
 
-    ours_loss, ours_s, ours_all = measure(ours_train_step, args.repeats, device)
-    theirs_loss, theirs_s, theirs_all = measure(theirs_train_step, args.repeats, device)
+    ours_loss, ours_s, ours_all, theirs_loss, theirs_s, theirs_all = measure(
+        ours_train_step, theirs_train_step, args.repeats, device
+    )
     return {
         "name": f"PGD-{adv.steps} adversarial training step", "theirs_lib": "robustness",
         "ours_s": ours_s, "theirs_s": theirs_s, "ours_runs": ours_all, "theirs_runs": theirs_all,
@@ -242,8 +249,7 @@ def run(args) -> dict:
             target = ours.representation(x_target)
             return float(((ours.representation(z) - target).norm(dim=1) / target.norm(dim=1)).mean())
 
-    z_ours, ours_s, ours_all = measure(ours_invert, args.repeats, device)
-    z_theirs, theirs_s, theirs_all = measure(theirs_invert, args.repeats, device)
+    z_ours, ours_s, ours_all, z_theirs, theirs_s, theirs_all = measure(ours_invert, theirs_invert, args.repeats, device)
     rows.append({
         "name": f"representation inversion, {steps} steps", "theirs_lib": "robustness",
         "ours_s": ours_s, "theirs_s": theirs_s, "ours_runs": ours_all, "theirs_runs": theirs_all,
@@ -270,8 +276,7 @@ def run(args) -> dict:
             logits = ours(images).float()
         return float((logits.argmax(1) == y).float().mean()), float(F.cross_entropy(logits, y))
 
-    adv_ours, ours_s, ours_all = measure(ours_eval, args.repeats, device)
-    adv_theirs, theirs_s, theirs_all = measure(theirs_eval, args.repeats, device)
+    adv_ours, ours_s, ours_all, adv_theirs, theirs_s, theirs_all = measure(ours_eval, theirs_eval, args.repeats, device)
     clean_acc, clean_loss = accuracy_and_loss(xin)
     ours_acc, ours_ce = accuracy_and_loss(adv_ours)
     theirs_acc, theirs_ce = accuracy_and_loss(adv_theirs)

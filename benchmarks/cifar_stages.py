@@ -136,6 +136,11 @@ def main() -> None:
     transfer_rates = {a: train_rate(a, preset.train) if args.transfer else rates["standard training"]
                       for a in transfer_archs}
 
+    def achieved(key: str, rate: float) -> float:  # FLOP/s
+        if "PGD" in key:  # 7 attack passes and one training pass per image
+            return rate * (7 * attack_flops + train_flops)
+        return rate * (train_flops if "training" in key else attack_flops)
+
     # the work the preset prescribes, in training images or attack image-steps
     epochs = preset.train.epochs
     eval_steps = N_TEST * ev.steps * ev.restarts + ev.curve_limit * ev.steps * ev.curve_restarts * len(ev.curve_eps)
@@ -150,22 +155,20 @@ def main() -> None:
         ("robust source: build D_rand + D_det, train on both", "relabel", 2 * N_TRAIN * rel.steps),
         ("robust source: train on its D_rand and D_det", "standard training", 2 * epochs * N_TRAIN),
     ]
-    rows, total = [], 0.0
+    rows, total, total_flops = [], 0.0, 0.0
     for stage, key, amount in work:
         seconds = amount / rates[key]
         total += seconds
+        total_flops += seconds * achieved(key, rates[key])
         rows.append((stage, key, amount, seconds))
     for arch, rate in transfer_rates.items():
         seconds = 2 * epochs * N_TRAIN / rate  # models on D and on D_det
         total += seconds
+        total_flops += 2 * epochs * N_TRAIN * train_flops  # at the source architecture's cost per image
         rows.append((f"transfer: {arch} on D and D_det", f"{arch} training" if args.transfer else "standard training",
                      2 * epochs * N_TRAIN, seconds))
     peak = bf16_peak(device)
 
-    def achieved(key: str, rate: float) -> float:  # FLOP/s
-        if "PGD" in key:  # 7 attack passes and one training pass per image
-            return rate * (7 * attack_flops + train_flops)
-        return rate * (train_flops if "training" in key else attack_flops)
 
     header = (f"{args.arch}{f' width {args.width}' if args.width else ''}, {device.type}, amp={args.amp}, "
               f"channels_last={args.channels_last}, compile={args.compile}; training batch {train_batch} x {batches} "
@@ -181,7 +184,10 @@ def main() -> None:
     for stage, key, amount, seconds in rows:
         lines.append(f"| {stage} | {key} | {amount:,.0f} | {seconds / 3600:.2f} |")
     lines += ["", f"**Projected wall time of the CIFAR-10 pipeline ({args.arch}, one seed, default transfer set) on "
-              f"this machine: {total / 3600:.1f} hours.**"]
+              f"this machine: {total / 3600:.1f} hours.** The pipeline is {total_flops / 1e15:,.0f} PFLOP of "
+              f"forward/backward work (transfer architectures counted at {args.arch}'s cost per image), so finishing "
+              f"it in 60 minutes needs {total_flops / 3600 / 1e12:,.0f} TFLOP/s sustained"
+              + (f" ({100 * total_flops / 3600 / peak:.0f}% of this GPU's bf16 peak)." if peak else ".")]
     text = "\n".join(lines)
     print(text)
     append(f"CIFAR-10 preset stages on CIFAR-shaped data ({device.type})", text)

@@ -181,3 +181,18 @@ def test_missing_cached_dataset_is_rebuilt(tmp_path, capsys):
     assert main(["reproduce", *QUICK, "--no-theory", "--out", str(out)]) == 0
     assert "rebuilding" in capsys.readouterr().out
     assert load_dataset_file(out / "synthetic" / "datasets" / "D_rand.safetensors")["images"].shape[0] == 256
+
+
+def test_gpu_path_flags_run_the_same_pipeline(quick_run, tmp_path):
+    """--channels-last and --compile (aot_eager: the torch.compile plumbing without code generation) change how
+    kernels run, not what is computed: the same accuracies as the plain quick run."""
+    out = tmp_path / "flags"
+    args = ["reproduce", *QUICK, "--no-theory", "--channels-last", "--compile", "aot_eager", "--out", str(out)]
+    assert main(args) == 0
+    plain = json.loads((quick_run / "synthetic" / "results.json").read_text())["accuracy"]
+    flagged = json.loads((out / "synthetic" / "results.json").read_text())["accuracy"]
+    n_test = json.loads((out / "synthetic" / "results.json").read_text())["settings"]["limit_test"]
+    for name in SETS:
+        assert abs(plain[name]["clean"] - flagged[name]["clean"]) <= 2 / n_test, name
+    model = load_model(out / "synthetic" / "models" / "D.safetensors")  # saved in the ordinary format
+    assert model(torch.rand(2, 1, 16, 16)).shape == (2, 10)

@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--full", action="store_true", help="every transfer architecture (slower)")
     r.add_argument("--no-theory", action="store_true", help="skip the Section 4 theory stage")
     r.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
+    r.add_argument("--channels-last", action="store_true", help="channels_last memory format (GPU convolutions)")
     r.add_argument("--compile", nargs="?", const="inductor", default=False, metavar="BACKEND",
                    help="torch.compile every model (default backend inductor; pays off on GPU and long runs)")
     r.add_argument("--no-progress", action="store_true", help="no progress bars (one line per stage remains)")
@@ -199,7 +200,7 @@ def cmd_reproduce(args) -> None:
     options = RunOptions(
         out=args.out, presets=presets, seeds=args.seeds, device=args.device, data_root=args.data_root,
         download=args.download, released=args.released, full=args.full, theory=not args.no_theory, amp=args.amp,
-        progress=not args.no_progress, compile=args.compile,
+        progress=not args.no_progress, compile=args.compile, channels_last=args.channels_last,
         overrides=Overrides(limit=args.limit, epochs=args.epochs, steps=args.steps,
                             eval_restarts=args.eval_restarts, width=args.width, quick=args.quick),
     )

@@ -77,6 +77,7 @@ class RunOptions:
     full: bool = False  # all transfer architectures
     theory: bool = True
     amp: bool = False
+    channels_last: bool = False  # NHWC weights and activations (faster convolutions on tensor cores)
     compile: bool | str = False  # torch.compile every model (training, attacks, inversion); True or a backend
     progress: bool = True
     group: ProcessGroup = field(default_factory=ProcessGroup)  # torchrun ranks (a group of one without torchrun)
@@ -197,7 +198,8 @@ class PresetRun:
 
     def fit(self, name: str, images, labels, config: TrainConfig, spec: ModelSpec | None = None):
         config = dataclasses.replace(
-            config, seed=config.seed + 1000 * self.seed, amp=self.opts.amp, compile=self.opts.compile
+            config, seed=config.seed + 1000 * self.seed, amp=self.opts.amp, compile=self.opts.compile,
+            channels_last=self.opts.channels_last,
         )
         model, history = train_new_model(
             spec or self.p.model, images, labels, self.num_classes, config, mean=self.mean, std=self.std,
@@ -213,6 +215,8 @@ class PresetRun:
 
     def load(self, name: str):
         model = load_model(self.model_path(name), self.device)
+        if self.opts.channels_last:
+            model.to(memory_format=torch.channels_last)
         return compile_model(model, self.opts.compile) if self.opts.compile else model
 
     def evaluate(self, model) -> dict:
