@@ -38,14 +38,15 @@ def test_adversarial_training_buys_robustness(digits):
     assert r_rob > r_std + 0.1, (r_std, r_rob)
 
 
-def test_resume_from_checkpoint_matches_uninterrupted_run(digits, tmp_path):
+@pytest.mark.parametrize("average", [None, 0.9])
+def test_resume_from_checkpoint_matches_uninterrupted_run(digits, tmp_path, average):
     train, _ = digits
     x, y = train.images[:256], train.labels[:256]
     spec = ModelSpec("mlp", {"hidden": 32})
-    full, _ = train_new_model(spec, x, y, 10, _cfg(epochs=4), progress=False)
+    full, _ = train_new_model(spec, x, y, 10, _cfg(epochs=4, weight_average=average), progress=False)
     ckpt = tmp_path / "ckpt.safetensors"
     # crash at the start of epoch 3 (learning_rate raises once progress reaches 2.0), after the epoch-2 checkpoint
-    cfg = _cfg(epochs=4)
+    cfg = _cfg(epochs=4, weight_average=average)
     torch.manual_seed(cfg.seed)
     model = build_model("mlp", in_channels=1, num_classes=10, image_size=8, hidden=32)
     from advfeatures import training
@@ -120,3 +121,22 @@ def test_compiled_training_matches_eager_and_keeps_the_checkpoint_format(tmp_pat
     assert torch.allclose(inverted, invert_representation(eager, x[:4], x[4:8], steps=3, step_size=0.1), atol=1e-5)
     save_model(compiled, tmp_path / "m.safetensors")
     assert torch.allclose(load_model(tmp_path / "m.safetensors")(x[:4]), eager(x[:4]), atol=1e-5)
+
+
+def test_weight_average_is_the_exponential_moving_average_of_the_weights():
+    from advfeatures.training import WeightAverage
+
+    model = torch.nn.Linear(3, 2)
+    history = []
+    average = WeightAverage(model, 0.5)
+    expected = model.weight.detach().clone()
+    for step in range(3):
+        with torch.no_grad():
+            model.weight.add_(float(step + 1))
+        history.append(model.weight.detach().clone())
+        average.update(model)
+        expected = 0.5 * expected + 0.5 * history[-1]
+    average.apply_to(model)
+    assert torch.allclose(model.weight, expected)
+    with pytest.raises(BadInputError, match="weight_average"):
+        TrainConfig(weight_average=1.5)

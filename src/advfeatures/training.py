@@ -49,6 +49,7 @@ class TrainConfig:
     crop_padding: int = 0  # random-crop augmentation: pad by this many pixels and crop back (0: off)
     flip: bool = False  # random horizontal flips (not for digits)
     label_smoothing: float = 0.0
+    weight_average: float | None = None  # decay of an exponential moving average of the weights, used at the end
     adversarial: AdversarialConfig | None = None
     seed: int = 0
     amp: bool = False  # bf16 autocast on CUDA
@@ -60,6 +61,8 @@ class TrainConfig:
             self.adversarial = AdversarialConfig(**self.adversarial)
         if self.schedule not in ("step", "cosine", "onecycle", "constant"):
             raise BadInputError(f"unknown lr schedule {self.schedule!r}; choose step, cosine, onecycle or constant")
+        if self.weight_average is not None and not 0 < self.weight_average < 1:
+            raise BadInputError(f"weight_average must be a decay in (0, 1), got {self.weight_average}")
         if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
             raise BadInputError("epochs must be >= 0, batch_size >= 1 and lr > 0")
         if self.adversarial is not None:
@@ -101,8 +104,34 @@ def augment(x: torch.Tensor, config: TrainConfig, generator: torch.Generator) ->
     return x.contiguous()
 
 
-def _save_checkpoint(path: Path, model, optimizer, epoch: int, generator: torch.Generator) -> None:
+class WeightAverage:
+    """Exponential moving average of a model's parameters (buffers are copied), applied to the model at the end.
+
+    Averaged weights sit in flatter regions of the loss; for adversarial training they typically raise robust
+    accuracy by a point or two (Gowal et al., 2020, "Uncovering the limits of adversarial training").
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.state = {k: v.detach().clone().float() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        for k, v in model.state_dict().items():
+            if v.is_floating_point() and not k.endswith(("running_mean", "running_var")) and k not in ("mean", "std"):
+                self.state[k].lerp_(v.float(), 1 - self.decay)
+            else:
+                self.state[k].copy_(v)
+
+    def apply_to(self, model: torch.nn.Module) -> None:
+        model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in self.state.items()})
+
+
+def _save_checkpoint(path: Path, model, optimizer, epoch: int, generator: torch.Generator,
+                     average: WeightAverage | None = None) -> None:
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    if average is not None:
+        tensors.update({f"average.{k}": v for k, v in average.state.items()})
     for i, group_state in enumerate(optimizer.state_dict()["state"].values()):
         if "momentum_buffer" in group_state and group_state["momentum_buffer"] is not None:
             tensors[f"momentum.{i}"] = group_state["momentum_buffer"]
@@ -110,10 +139,13 @@ def _save_checkpoint(path: Path, model, optimizer, epoch: int, generator: torch.
     save_tensors(path, tensors, {"epoch": str(epoch)})
 
 
-def _load_checkpoint(path: Path, model, optimizer, generator: torch.Generator) -> int:
+def _load_checkpoint(path: Path, model, optimizer, generator: torch.Generator,
+                     average: WeightAverage | None = None) -> int:
     tensors, meta = load_tensors(path, required=("generator_state",))
     try:
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        if average is not None:
+            average.state = {k: tensors[f"average.{k}"].float() for k in average.state}
         state = optimizer.state_dict()
         for i, pid in enumerate(state["param_groups"][0]["params"]):
             if f"momentum.{i}" in tensors:
@@ -156,10 +188,11 @@ def train_model(
         model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
     start_epoch = 0
+    average = WeightAverage(model, config.weight_average) if config.weight_average else None
     checkpoint = Path(checkpoint) if checkpoint else None
     if checkpoint and checkpoint.exists():
         try:
-            start_epoch = _load_checkpoint(checkpoint, model, optimizer, generator)
+            start_epoch = _load_checkpoint(checkpoint, model, optimizer, generator, average)
         except CorruptFileError:
             group.barrier()
             if group.is_main:
@@ -216,6 +249,8 @@ def train_model(
             scale = y.shape[0] * group.world_size / global_batch
             (loss * scale if group.distributed else loss).backward()
             optimizer.step()
+            if average is not None:
+                average.update(model)
             total_loss += float(loss.detach()) * y.shape[0]
             correct += int((logits.argmax(1) == y).sum())
         total_loss, correct = group.sum([total_loss, correct])
@@ -224,8 +259,10 @@ def train_model(
         bar.update(1)
         bar.set_postfix(loss=f"{total_loss / n:.3f}", acc=f"{correct / n:.3f}")
         if checkpoint and epoch + 1 < config.epochs and group.is_main:
-            _save_checkpoint(checkpoint, model, optimizer, epoch + 1, generator)
+            _save_checkpoint(checkpoint, model, optimizer, epoch + 1, generator, average)
     bar.close()
+    if average is not None:
+        average.apply_to(model)
     sync_module(model, group)
     group.barrier()  # no rank may still be reading the checkpoint when rank 0 deletes it
     if checkpoint and group.is_main:
