@@ -109,7 +109,9 @@ def test_torchrun_two_processes_reproduce_the_one_process_run(tmp_path):
     assert r2["theory"]["figures"] and (two / "report.html").is_file()
     # a re-run under torchrun resumes every stage from rank 0's records
     again = _torchrun([*PIPELINE, "--out", str(two)])
-    assert again.returncode == 0 and "cached" in again.stdout and " 0.0s" not in again.stdout
+    stage_lines = [line for line in again.stdout.splitlines() if line.startswith("  ")]
+    assert again.returncode == 0 and len(stage_lines) >= 10
+    assert all(line.split()[-1] == "cached" for line in stage_lines), again.stdout
 
 
 def test_torchrun_bad_input_exits_2_on_every_rank_without_hanging(tmp_path):

@@ -126,17 +126,18 @@ def test_compiled_training_matches_eager_and_keeps_the_checkpoint_format(tmp_pat
 def test_weight_average_is_the_exponential_moving_average_of_the_weights():
     from advfeatures.training import WeightAverage
 
-    model = torch.nn.Linear(3, 2)
-    history = []
+    model = torch.nn.BatchNorm1d(3)  # a weight to average and running statistics (buffers) to follow the model
     average = WeightAverage(model, 0.5)
     expected = model.weight.detach().clone()
     for step in range(3):
         with torch.no_grad():
             model.weight.add_(float(step + 1))
-        history.append(model.weight.detach().clone())
+            model.running_mean.add_(1.0)
         average.update(model)
-        expected = 0.5 * expected + 0.5 * history[-1]
+        expected = 0.5 * expected + 0.5 * model.weight.detach()
+    live_mean = model.running_mean.clone()
     average.apply_to(model)
-    assert torch.allclose(model.weight, expected)
+    assert torch.allclose(model.weight, expected) and not torch.allclose(model.weight, expected + 1)
+    assert torch.equal(model.running_mean, live_mean)
     with pytest.raises(BadInputError, match="weight_average"):
         TrainConfig(weight_average=1.5)

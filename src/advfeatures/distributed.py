@@ -72,7 +72,7 @@ def init_from_environment() -> ProcessGroup:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return ProcessGroup()
-    cuda = torch.cuda.is_available() and os.environ.get("ADVFEATURES_BACKEND", "") != "gloo"
+    cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     if not dist.is_initialized():

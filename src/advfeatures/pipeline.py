@@ -158,7 +158,8 @@ class StageCache:
             write_json_atomic(record, {"result": result, "seconds": seconds})
         self.group.barrier()
         if result is None:  # a main-only stage on another rank: read what rank 0 computed
-            result, seconds = (lambda d: (d["result"], d["seconds"]))(read_json(record))
+            written = read_json(record)
+            result, seconds = written["result"], written["seconds"]
         self.seconds[name] = seconds
         self.log(f"  {name:<16} {seconds:6.1f}s  {summarise(result)}")
         return result

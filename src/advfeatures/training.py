@@ -117,10 +117,11 @@ class WeightAverage:
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
+        parameters = dict(model.named_parameters())
         for k, v in model.state_dict().items():
-            if v.is_floating_point() and not k.endswith(("running_mean", "running_var")) and k not in ("mean", "std"):
+            if k in parameters:
                 self.state[k].lerp_(v.float(), 1 - self.decay)
-            else:
+            else:  # buffers (batch-norm statistics, normalisation constants) follow the live model
                 self.state[k].copy_(v)
 
     def apply_to(self, model: torch.nn.Module) -> None:
