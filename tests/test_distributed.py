@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -64,6 +65,38 @@ def test_two_gloo_processes_build_the_same_tensors_as_one(tmp_path):
     assert torch.equal(two["relabelled"], relabelled)
     assert torch.equal(two["labels"], labels)
     assert (inverted.flatten(1).abs().sum(1) > 0).all()  # every row was built by some rank
+
+
+def _diverging_worker(rank: int, port: int, out: str):
+    """Rank 1's loss becomes NaN; both ranks must stop with the divergence error instead of waiting on each other."""
+    from advfeatures import training
+    from advfeatures.training import ModelSpec, TrainConfig, train_new_model
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    torch.set_num_threads(1)
+    if rank == 1:
+        real = training.F.cross_entropy
+        training.F = type("Patched", (), {"cross_entropy": staticmethod(lambda *a, **k: real(*a, **k) * float("nan"))})
+    x, y = _data()
+    try:
+        train_new_model(ModelSpec("mlp", {"hidden": 8}), x, y, 10, TrainConfig(epochs=1, batch_size=32),
+                        progress=False, group=ProcessGroup(rank, 2))
+        message = "no error"
+    except RuntimeError as err:
+        message = str(err)
+    with open(f"{out}.{rank}", "w") as f:
+        f.write(message)
+    dist.destroy_process_group()
+
+
+def test_divergence_on_one_rank_stops_every_rank(tmp_path):
+    out = str(tmp_path / "msg")
+    mp.spawn(_diverging_worker, args=(_free_port(), out), nprocs=2, join=True)
+    messages = [Path(f"{out}.{rank}").read_text() for rank in (0, 1)]
+    for message in messages:
+        assert "training diverged" in message and "lower the lr" in message, message
+    assert "loss nan on rank 1" in messages[1]
 
 
 # ---------------------------------------------------------------- the whole pipeline under torchrun

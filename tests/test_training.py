@@ -90,6 +90,24 @@ def test_checkpoint_round_trip_and_errors(tmp_path):
         build_model("transformer", in_channels=1, num_classes=10, image_size=8)
 
 
+@pytest.mark.parametrize("activation", ["softplus", "silu", "gelu"])
+def test_small_cnn_activation_option_survives_a_checkpoint(activation, tmp_path):
+    model = build_model("small_cnn", in_channels=1, num_classes=10, image_size=8, width=4, activation=activation)
+    relu = build_model("small_cnn", in_channels=1, num_classes=10, image_size=8, width=4)
+    relu.load_state_dict(model.state_dict())
+    x = torch.rand(3, 1, 8, 8)
+    assert not torch.allclose(model.eval()(x), relu.eval()(x))  # same weights, different nonlinearity
+    save_model(model, tmp_path / "m.safetensors")
+    assert torch.equal(load_model(tmp_path / "m.safetensors")(x), model(x))
+
+
+def test_bad_small_cnn_options_are_bad_input():
+    with pytest.raises(BadInputError, match="activation must be one of"):
+        build_model("small_cnn", in_channels=1, num_classes=10, image_size=8, activation="tanhh")
+    with pytest.raises(BadInputError, match="pool must be"):
+        build_model("small_cnn", in_channels=1, num_classes=10, image_size=8, pool="max")
+
+
 def test_augment_and_schedule():
     cfg = TrainConfig(epochs=10, crop_padding=2, flip=True)
     x = torch.rand(16, 3, 8, 8)

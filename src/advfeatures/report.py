@@ -269,7 +269,7 @@ def figure_audit(r: dict, path: Path) -> bool:
     xs = range(len(names))
     ax.bar([x - 0.2 for x in xs], [rows[n]["robust_agrees_label"] for n in names], 0.4, label="robust pattern")
     ax.bar([x + 0.2 for x in xs], [rows[n]["nonrobust_agrees_label"] for n in names], 0.4, label="non-robust pattern")
-    ax.axhline(0.1, color="grey", ls=":", lw=1, label="chance")
+    ax.axhline(1.0 / r.get("num_classes", 10), color="grey", ls=":", lw=1, label="chance")
     ax.set_xticks(list(xs), names)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("fraction whose planted pattern = label")

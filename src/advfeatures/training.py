@@ -242,8 +242,12 @@ def train_model(
             with autocast(device, config.amp):
                 logits = trained(to_memory_format(x, config.channels_last))
             loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
-            if not torch.isfinite(loss):
-                raise RuntimeError(f"{desc}: training diverged (loss {loss.item()}) at epoch {epoch}; lower the lr")
+            # under DDP every rank must stop together, or the others would wait on this one's gradients forever
+            if not group.all_agree(bool(torch.isfinite(loss))):
+                where = f" on rank {group.rank}, non-finite on at least one rank" if group.distributed else ""
+                raise RuntimeError(
+                    f"{desc}: training diverged (loss {loss.item()}{where}) at epoch {epoch}; lower the lr"
+                )
             optimizer.zero_grad(set_to_none=True)
             # DDP averages gradients over ranks; weighting each rank's mean by its share of the global batch
             # (times the world size) makes that average the global-batch mean even for unequal slices

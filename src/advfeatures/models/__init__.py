@@ -40,7 +40,7 @@ def build_model(arch: str, *, in_channels: int, num_classes: int, image_size: in
     config = {"in_channels": in_channels, "num_classes": num_classes, "image_size": image_size, **kwargs}
     try:
         model = MODELS[arch](**config)
-    except TypeError as err:
+    except (TypeError, ValueError) as err:
         raise BadInputError(f"model {arch!r}: bad arguments {kwargs} ({err})") from err
     model.config = {"arch": arch, **config}
     return model

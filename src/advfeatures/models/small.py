@@ -6,6 +6,8 @@ from torch import nn
 
 from .base import ImageClassifier
 
+ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "softplus": nn.Softplus, "silu": nn.SiLU, "gelu": nn.GELU}
+
 
 class MLP(ImageClassifier):
     """Two hidden ReLU layers on the flattened image; the representation is the second hidden layer."""
@@ -24,23 +26,28 @@ class SmallCNN(ImageClassifier):
 
     `pool="flatten"` keeps spatial layout in the representation (strong on tiny images); `pool="gap"` averages
     it away, a smaller representation that inversion cannot simply copy pixel by pixel.
+    `activation` picks the nonlinearity: smooth ones (softplus, silu) give adversarial training better-behaved
+    input gradients (Xie et al. 2020, "Smooth adversarial training").
     """
 
     def __init__(
         self, in_channels, num_classes, image_size, mean=None, std=None, width: int = 32, hidden: int = 128,
-        pool: str = "flatten",
+        pool: str = "flatten", activation: str = "relu",
     ):
         super().__init__(in_channels, mean, std)
         if pool not in ("flatten", "gap"):
             raise ValueError(f"pool must be 'flatten' or 'gap', got {pool!r}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+        act = ACTIVATIONS[activation]
         convs = [
-            nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(2 * width, 4 * width, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(in_channels, width, 3, padding=1), act(),
+            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), act(),
+            nn.Conv2d(2 * width, 4 * width, 3, stride=2, padding=1), act(),
         ]
         side = (image_size + 3) // 4
         if pool == "flatten":
-            tail = [nn.Flatten(), nn.Linear(4 * width * side * side, hidden), nn.ReLU()]
+            tail = [nn.Flatten(), nn.Linear(4 * width * side * side, hidden), act()]
             dim = hidden
         else:
             tail = [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
