@@ -1,40 +1,64 @@
 """One point of the digits adversarial-training sweep: train with the given changes, evaluate at L2 eps 1.0.
 
-    python benchmarks/sweeps/digits_adversarial_training.py NAME '{"adv": {"steps": 10, "random_start": true}}' [SEED]
+    python benchmarks/sweeps/digits_adversarial_training.py NAME '{"adv": {"random_start": true}}' [SEED] [--validation]
 
 Changes are TrainConfig fields, plus "adv" (AdversarialConfig fields) and "model" (small_cnn options), on top of
 the previous digits default (60 epochs, batch 128, lr 0.1 one-cycle, 7 PGD steps of eps/5 from the clean image).
 Prints one JSON line; the evaluation is the digits preset's (100 steps x 5 runs, worst case per example).
+With --validation, training uses 80% of the digits training set and the evaluation runs on the other 20% (a fixed
+stratified split), so settings can be chosen without looking at the test set.
 """
 
 import json
 import sys
 import time
 
+import torch
+
 import advfeatures as af
 from advfeatures.evaluation import clean_accuracy, robust_accuracy
 from advfeatures.training import AdversarialConfig, ModelSpec, TrainConfig, channel_stats, train_new_model
 
 
+def validation_split(labels: torch.Tensor, share: float = 0.2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (fit, held out) of a fixed stratified split of the training set."""
+    g = torch.Generator().manual_seed(12345)
+    held = []
+    for c in labels.unique():
+        members = (labels == c).nonzero().flatten()
+        members = members[torch.randperm(members.numel(), generator=g)]
+        held.append(members[: round(share * members.numel())])
+    held_out = torch.cat(held).sort().values
+    keep = torch.ones(labels.numel(), dtype=torch.bool)
+    keep[held_out] = False
+    return keep.nonzero().flatten(), held_out
+
+
 def main() -> None:
-    name, changes = sys.argv[1], json.loads(sys.argv[2])
-    seed = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+    args = [a for a in sys.argv[1:] if a != "--validation"]
+    validation = "--validation" in sys.argv[1:]
+    name, changes = args[0], json.loads(args[1])
+    seed = int(args[2]) if len(args) > 2 else 0
     train, test = af.load_dataset("digits", "train"), af.load_dataset("digits", "test")
-    mean, std = channel_stats(train.images)
+    train_x, train_y, test_x, test_y = train.images, train.labels, test.images, test.labels
+    if validation:
+        fit, held_out = validation_split(train_y)
+        train_x, train_y, test_x, test_y = train_x[fit], train_y[fit], train_x[held_out], train_y[held_out]
+    mean, std = channel_stats(train_x)
     adversarial = {"norm": "l2", "eps": 1.0, "steps": 7, **changes.pop("adv", {})}
     model_options = changes.pop("model", {})
     config = {"epochs": 60, "batch_size": 128, "lr": 0.1, "schedule": "onecycle", "weight_decay": 5e-4,
               "crop_padding": 0, "seed": seed, **changes}
     t = time.time()
     model, _ = train_new_model(
-        ModelSpec("small_cnn", model_options), train.images, train.labels, 10,
+        ModelSpec("small_cnn", model_options), train_x, train_y, 10,
         TrainConfig(**config, adversarial=AdversarialConfig(**adversarial)), mean=mean, std=std, progress=False,
     )
     seconds = time.time() - t
-    clean = clean_accuracy(model, test.images, test.labels)
-    robust = robust_accuracy(model, test.images, test.labels, "l2", 1.0, steps=100, restarts=5)
+    clean = clean_accuracy(model, test_x, test_y)
+    robust = robust_accuracy(model, test_x, test_y, "l2", 1.0, steps=100, restarts=5)
     print(json.dumps({"name": name, "seed": seed, "clean": clean, "robust": robust, "train_s": round(seconds, 1),
-                      "cfg": sys.argv[2]}), flush=True)
+                      "cfg": args[1], "evaluated_on": "validation" if validation else "test"}), flush=True)
 
 
 if __name__ == "__main__":
