@@ -139,7 +139,8 @@ class StageCache:
                 data = read_json(record)
                 if validate:
                     validate()
-                data["result"]
+                if "result" not in data:
+                    raise KeyError("result")
             except (BadInputError, KeyError) as err:  # corrupt or missing artefact: never trust, rebuild
                 data, problem = None, err
         if self.group.all_agree(data is not None):

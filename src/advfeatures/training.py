@@ -107,8 +107,9 @@ def augment(x: torch.Tensor, config: TrainConfig, generator: torch.Generator) ->
 class WeightAverage:
     """Exponential moving average of a model's parameters (buffers are copied), applied to the model at the end.
 
-    Averaged weights sit in flatter regions of the loss; for adversarial training they typically raise robust
-    accuracy by a point or two (Gowal et al., 2020, "Uncovering the limits of adversarial training").
+    Averaged weights sit in flatter regions of the loss; for adversarial training on CIFAR-10 they raise robust
+    accuracy by a point or two (Gowal et al., 2020, "Uncovering the limits of adversarial training"). On digits
+    they did not (benchmarks/RESULTS.md), so no preset uses them.
     """
 
     def __init__(self, model: torch.nn.Module, decay: float):

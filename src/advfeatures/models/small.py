@@ -26,8 +26,8 @@ class SmallCNN(ImageClassifier):
 
     `pool="flatten"` keeps spatial layout in the representation (strong on tiny images); `pool="gap"` averages
     it away, a smaller representation that inversion cannot simply copy pixel by pixel.
-    `activation` picks the nonlinearity: smooth ones (softplus, silu) give adversarial training better-behaved
-    input gradients (Xie et al. 2020, "Smooth adversarial training").
+    `activation` picks the nonlinearity. Smooth ones (softplus, silu, gelu) are reported to help adversarial
+    training on ImageNet (Xie et al. 2020, "Smooth adversarial training"); on digits they did not (RESULTS.md).
     """
 
     def __init__(
