@@ -5,9 +5,9 @@ projected wall time of the whole `advfeatures reproduce --preset cifar10` pipeli
         [--batches 3] [--steps 10] [--attack-batch 512] [--transfer]
 
 Real CIFAR-10 cannot be downloaded here, so the data are random 3x32x32 images (speed does not depend on the
-pixels). Each stage runs the library's own code (`train_model`, `invert_representation`, `pgd_attack`,
-`worst_case_examples`) for a few batches after a warm-up; the projection multiplies each stage's measured rate by
-the work the preset prescribes (epochs x 50,000 images, inversion steps x 50,000 images, ...). `--arch` replaces
+pixels). Each stage runs the library's own code (`train_model`, `invert_representation`, `pgd_attack`, with the
+APGD step rule for evaluation) for a few batches after a warm-up; the projection multiplies each stage's measured
+rate by the work the preset prescribes (epochs x 50,000 images, inversion steps x 50,000 images, ...). `--arch` replaces
 the preset's ResNet-50 everywhere (default resnet18, the speed goal's model); `--transfer` also times the
 preset's transfer architectures (else their training is projected at the source architecture's rate).
 On CPU the defaults shrink the batches (a full-width ResNet-18 step takes seconds on 2 cores); the projection
@@ -28,7 +28,6 @@ from torch.utils.flop_counter import FlopCounterMode
 from advfeatures.attacks import invert_representation, pgd_attack
 from advfeatures.construct import CHUNK
 from advfeatures.device import compile_model, resolve_device
-from advfeatures.evaluation import worst_case_examples
 from advfeatures.models import build_model
 from advfeatures.presets import get_preset
 from advfeatures.training import TrainConfig, train_model
@@ -123,8 +122,10 @@ def main() -> None:
         "relabel": attack_batch * s / timed(lambda: pgd_attack(
             model, xa, ya, eps=rel.eps, steps=s, step_size=rel.step_size, targeted=True, batch_size=attack_batch,
             amp=args.amp), device),
-        "evaluation": attack_batch * s / timed(lambda: worst_case_examples(
-            model, xa, ya, eps=preset.threat.eps, steps=s, restarts=1, batch_size=attack_batch, amp=args.amp),
+        # an APGD run without early exit: the evaluation cascade's per-step cost (random labels would otherwise
+        # stop most examples at once)
+        "evaluation": attack_batch * s / timed(lambda: pgd_attack(
+            model, xa, ya, eps=preset.threat.eps, steps=s, step_rule="apgd", batch_size=attack_batch, amp=args.amp),
             device),
     }
     rates = {
@@ -143,7 +144,9 @@ def main() -> None:
 
     # the work the preset prescribes, in training images or attack image-steps
     epochs = preset.train.epochs
-    eval_steps = N_TEST * ev.steps * ev.restarts + ev.curve_limit * ev.steps * ev.curve_restarts * len(ev.curve_eps)
+    # upper bound: every APGD run on every image (the cascade runs each only on the images still robust)
+    eval_steps = (N_TEST * ev.steps * (ev.restarts + ev.targets)
+                  + ev.curve_limit * ev.steps * (ev.restarts + ev.curve_targets) * (len(ev.curve_eps) - 1))
     work = [  # (stage, rate key, amount)
         ("D", "standard training", epochs * N_TRAIN),
         ("D_adv", "adversarial training (PGD-7)", preset.adversarial_train.epochs * N_TRAIN),
@@ -152,9 +155,10 @@ def main() -> None:
         # D_det_unleaked's size depends on the data (~94% of D_det on digits, ~75% on synthetic): counted in full
         ("train on D_R, D_NR, D_rand, D_det, D_det_unleaked (counted in full)", "standard training",
          5 * epochs * N_TRAIN),
-        ("evaluate 7 models (100 steps x 3 runs + curve)", "evaluation", 7 * eval_steps),
-        ("attack check (2 models, 200 images, default + 2x steps x (runs + 2))", "evaluation",
-         2 * 200 * (ev.steps * ev.restarts + 2 * ev.steps * (ev.restarts + 2))),
+        ("evaluate 7 models (APGD cascade + curve; upper bound)", "evaluation", 7 * eval_steps),
+        # AutoAttack's APGD-CE + APGD-T as above; FAB-T and Square counted as the same again (rough)
+        ("attack check (4 models, AutoAttack; rough)", "evaluation",
+         4 * 2 * (ev.check_limit or N_TEST) * ev.steps * (ev.restarts + ev.targets)),
         ("robust source: build D_rand + D_det, train on both", "relabel", 2 * N_TRAIN * rel.steps),
         ("robust source: train on its D_rand and D_det", "standard training", 2 * epochs * N_TRAIN),
     ]

@@ -274,10 +274,24 @@ def test_dataset_file_missing(capsys, tmp_path):
     assert not out.parent.exists()
 
 
-@pytest.mark.parametrize("option", ["--steps", "--restarts"])
-def test_evaluate_needs_an_attack(capsys, option, digits_model, cifar_like_file):
-    code, err = run_cli(capsys, "evaluate", digits_model, "--dataset-file", cifar_like_file, option, "0")
-    assert_bad_input(code, err, option, "at least 1")
+@pytest.mark.parametrize("options", [["--steps", "0"], ["--restarts", "0", "--targets", "0"], ["--targets", "-1"]])
+def test_evaluate_needs_an_attack(capsys, options, digits_model, cifar_like_file):
+    code, err = run_cli(capsys, "evaluate", digits_model, "--dataset-file", cifar_like_file, *options)
+    assert_bad_input(code, err, "--steps must be at least 1", "--targets")
+
+
+def test_autoattack_without_the_extra_says_how_to_install(capsys, monkeypatch, tmp_path, digits_model,
+                                                          cifar_like_file):
+    import advfeatures.autoattack as aa
+
+    monkeypatch.setattr(aa, "autoattack_available", lambda: False)
+    code, err = run_cli(capsys, "evaluate", digits_model, "--dataset-file", cifar_like_file, "--autoattack")
+    assert_bad_input(code, err, "--autoattack", "pip install 'advfeatures[autoattack]'")
+    out = tmp_path / "run"
+    code, err = run_cli(capsys, "reproduce", "--preset", "synthetic", "--quick", "--no-theory", "--out", out,
+                        "--autoattack")
+    assert_bad_input(code, err, "--autoattack", "pip install 'advfeatures[autoattack]'")
+    assert not out.exists()  # refused before any write
 
 
 @pytest.mark.parametrize("command", ["train", "evaluate"])

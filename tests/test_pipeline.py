@@ -46,6 +46,12 @@ def test_results_files_keys_and_ranges(quick_run):
     archs = {k: v for k, v in results["transfer"].items() if k != "source"}
     assert len(archs) == 4 and all(0 <= v["accuracy"] <= 1 and 0 <= v["transfer_rate"] <= 1 for v in archs.values())
     assert "D_det" in results["robust_source"]
+    check = results["attack_check"]
+    assert check["method"] in ("autoattack", "own") and check["images"] == 128  # --quick: 128 test images
+    assert set(check["models"]) == {"D", "D_adv", "D_R", "D_NR"}
+    for name, m in check["models"].items():
+        assert 0 <= m["check"] <= 1 and m["gap"] == pytest.approx(m["default"] - m["check"])
+        assert m["default"] == results["accuracy"][name]["robust"]  # the whole (quick) test set: the same images
     assert results["seconds"]["total"] > 0 and "D" in results["seconds"]["stages"]
     assert "theory" in results and results["theory"]["figures"]
     for f in ("report.html", "results.md", "figures/synthetic_accuracy.png", "figures/synthetic_samples.png"):

@@ -1,21 +1,36 @@
-"""One projected-gradient engine (L2 / Linf steps, restarts, per-example keep-best) and the losses it drives.
+"""One projected-gradient engine (L2 / Linf; fixed or adaptive steps; restarts, per-example keep-best) and the
+losses it drives.
 
-Every attack in the paper is this engine with a different objective:
+Every attack in the paper, and the evaluation that measures them, is this engine with an objective and a step rule:
 
 * untargeted PGD (Madry et al., 2018): ascend the cross-entropy of the true label inside the eps-ball;
 * targeted PGD (D_rand, D_det; paper C.5): descend the cross-entropy of a target label;
 * representation inversion (D_R, D_NR; paper C.4): descend ||g(z) - g(x)||_2 over the whole [0, 1] box,
-  with g the model's penultimate layer (eps = inf: only the box constrains it).
+  with g the model's penultimate layer (eps = inf: only the box constrains it);
+* APGD-CE and APGD-T (Croce & Hein, "Reliable evaluation of adversarial robustness with an ensemble of diverse
+  parameter-free attacks", ICML 2020): the adaptive step rule below with the cross-entropy, or with the targeted
+  DLR loss toward one of the top-k other classes. `evaluation.py` runs them as the default robust-accuracy attack.
 
-Steps are normalised: L2 moves `step_size` along grad / ||grad||_2, Linf moves `step_size * sign(grad)`.
+Step rules (`step_rule=`):
+
+* "fixed": every step moves `step_size` along the normalised gradient (L2: grad / ||grad||_2, Linf: sign).
+* "apgd": the step starts at `step_size` (APGD: 2 eps) and is halved at checkpoints (at 22%, then ever shorter
+  intervals, of the steps) where the loss rose on fewer than 75% of the steps since the last checkpoint, or did
+  not improve at all while the step was left unchanged; a halved example restarts from its best-loss point.
+  Between checkpoints each step mixes in momentum: x' = P(x + 0.75 (P(x + step * dir) - x) + 0.25 (x - x_prev)).
+  Fixed steps are what the box defeats: on images with many pixels at 0 or 1, projection clips away part of
+  every step, and a step size that fits the ball in the open rarely fits it there; the adaptive rule starts
+  large and shrinks where progress stalls.
+
 Every iterate is projected back into the eps-ball around `center` and then into [0, 1], so outputs never
 leave either. Keep-best tracks, per example, the iterate with the highest attacker score seen so far (over
-all steps and restarts), so more steps or restarts can only help the attacker.
+all steps and restarts), so more restarts can only help the attacker, and so can more fixed steps.
 
 Example::
 
     from advfeatures.attacks import pgd_attack
     adv = pgd_attack(model, images, labels, norm="l2", eps=0.5, steps=20)
+    adv = pgd_attack(model, images, labels, norm="l2", eps=0.5, steps=100, step_rule="apgd", loss="dlr")
 """
 
 from __future__ import annotations
@@ -86,6 +101,105 @@ class AttackResult:
     score: torch.Tensor  # its attacker score
 
 
+# ---------------------------------------------------------------- step rules
+
+# project(index, z) -> z moved into the eps-ball around center[index] and into [0, 1]
+Projector = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+STEP_RULES = ("fixed", "apgd")
+
+
+class FixedStep:
+    """Classic PGD: `step_size` along the steepest-ascent direction, then project."""
+
+    def __init__(self, step_size: float, norm: str):
+        self.step_size, self.norm = step_size, norm
+
+    def begin(self, x: torch.Tensor) -> None:
+        """Fixed steps keep no state."""
+
+    def next(self, index, x, loss, grad, t: int, project: Projector) -> torch.Tensor:
+        return project(index, x + self.step_size * step_direction(grad, self.norm))
+
+
+def apgd_checkpoints(steps: int) -> set[int]:
+    """APGD's checkpoints: the first at 22% of the steps, then intervals shrinking by 3% of the steps down to 6%."""
+    points, previous, interval = set(), 0, max(int(0.22 * steps), 1)
+    shrink, smallest = max(int(0.03 * steps), 1), max(int(0.06 * steps), 1)
+    while previous + interval <= steps:
+        previous += interval
+        points.add(previous)
+        interval = max(interval - shrink, smallest)
+    return points
+
+
+class AdaptiveStep:
+    """APGD's step rule (Croce & Hein, 2020, Algorithm 1): momentum, and a step size halved at checkpoints where
+    progress stalled, the halved example restarting from its best-loss iterate.
+
+    State is kept per example for the whole batch, so examples leaving early (early exit) do not disturb others.
+    """
+
+    def __init__(self, step_size: float, norm: str, steps: int, momentum: float = 0.75, rho: float = 0.75):
+        self.initial, self.norm, self.momentum, self.rho = step_size, norm, momentum, rho
+        self.checkpoints = apgd_checkpoints(steps)
+
+    def begin(self, x: torch.Tensor) -> None:
+        n = x.shape[0]
+        self.step = torch.full((n,), float(self.initial), device=x.device)
+        self.previous = x.clone()  # x_{t-1}, for the momentum term
+        self.fresh = torch.ones(n, dtype=torch.bool, device=x.device)  # no momentum on the next step
+        self.best_x, self.best_grad = x.clone(), torch.zeros_like(x)
+        self.best_loss = torch.full((n,), -math.inf, device=x.device)
+        self.last_loss = torch.full((n,), math.inf, device=x.device)
+        self.rises = torch.zeros(n, device=x.device)  # steps since the last checkpoint on which the loss rose
+        self.best_at_checkpoint = torch.full((n,), -math.inf, device=x.device)
+        self.halved_at_checkpoint = torch.zeros(n, dtype=torch.bool, device=x.device)
+        self.last_checkpoint = 0
+
+    def next(self, index, x, loss, grad, t: int, project: Projector) -> torch.Tensor:
+        loss = loss.detach().float()
+        self.rises[index] += (loss > self.last_loss[index]).float()
+        self.last_loss[index] = loss
+        improved = loss > self.best_loss[index]
+        self.best_loss[index[improved]] = loss[improved]
+        self.best_x[index[improved]], self.best_grad[index[improved]] = x[improved], grad[improved]
+        if t in self.checkpoints:
+            x, grad = self._checkpoint(index, x, grad, t)
+        step = _per_example(self.step[index], x)
+        z = project(index, x + step * step_direction(grad, self.norm))
+        a = torch.where(self.fresh[index], 1.0, self.momentum)
+        a = _per_example(a, x)
+        moved = project(index, x + a * (z - x) + (1 - a) * (x - self.previous[index]))
+        self.previous[index], self.fresh[index] = x, False
+        return moved
+
+    def _checkpoint(self, index, x, grad, t: int):
+        interval = t - self.last_checkpoint
+        stalled = self.rises[index] < self.rho * interval
+        no_gain = ~self.halved_at_checkpoint[index] & (self.best_loss[index] <= self.best_at_checkpoint[index])
+        halve = stalled | no_gain
+        self.step[index[halve]] /= 2
+        self.halved_at_checkpoint[index] = halve
+        self.best_at_checkpoint[index] = self.best_loss[index]
+        self.rises[index] = 0
+        self.last_checkpoint = t
+        x, grad = x.clone(), grad.clone()
+        x[halve], grad[halve] = self.best_x[index[halve]], self.best_grad[index[halve]]
+        self.fresh[index[halve]] = True  # momentum from the abandoned point would pull back toward it
+        return x, grad
+
+
+def make_step_rule(rule: str, step_size: float, norm: str, steps: int) -> FixedStep | AdaptiveStep:
+    if rule == "fixed":
+        return FixedStep(step_size, norm)
+    if rule == "apgd":
+        return AdaptiveStep(step_size, norm, steps)
+    raise BadInputError(f"unknown step rule {rule!r}; choose from: {', '.join(STEP_RULES)}")
+
+
+# ---------------------------------------------------------------- the engine
+
+
 def projected_gradient(
     objective: Objective,
     center: torch.Tensor,
@@ -94,6 +208,7 @@ def projected_gradient(
     eps: float,
     steps: int,
     step_size: float,
+    step_rule: str = "fixed",
     start: torch.Tensor | None = None,
     random_start: bool = False,
     restarts: int = 1,
@@ -102,6 +217,7 @@ def projected_gradient(
 ) -> AttackResult:
     """Maximise `objective` over the eps-ball around `center` intersected with [0, 1]^d.
 
+    `step_rule` "fixed" moves `step_size` per step; "apgd" starts at `step_size` and adapts (module docstring).
     Restart 0 begins at `start` (default: `center`), plus uniform noise if `random_start`; later restarts
     always add noise. With `stop_score` (a number, or one per example), an example whose score reaches it
     stops moving and leaves the batch (early exit: once a success criterion is met, more steps cannot matter).
@@ -109,16 +225,24 @@ def projected_gradient(
     check_norm(norm)
     if eps < 0 or steps < 0 or restarts < 1 or step_size < 0:
         raise BadInputError("eps, steps and step_size must be non-negative and restarts at least 1")
+    if step_rule == "apgd" and math.isinf(eps):
+        raise BadInputError("the apgd step rule needs a finite eps (its step size is set relative to the ball)")
     center = center.detach()
     base = center if start is None else start.detach()
     n = center.shape[0]
     best_x = base.clone()
     best_score = torch.full((n,), -math.inf, device=center.device)
+
+    def into_ball(index: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return (center[index] + project(z - center[index], norm, eps)).clamp(0, 1)
+
     for restart in range(restarts):
         x = base.clone()
         if random_start or restart > 0:
             radius = eps if not math.isinf(eps) else 0.0
             x = (center + project(x - center + random_in_ball(x, norm, radius, generator), norm, eps)).clamp(0, 1)
+        rule = make_step_rule(step_rule, step_size, norm, steps)
+        rule.begin(x)
         active = torch.arange(n, device=center.device)
         for t in range(steps + 1):
             x_active = x[active].requires_grad_(t < steps)
@@ -134,8 +258,7 @@ def projected_gradient(
             keep = torch.ones_like(better)
             if stop_score is not None:
                 keep = score < (stop_score[active] if torch.is_tensor(stop_score) else stop_score)
-            moved = x_active.detach() + step_size * step_direction(grad.float(), norm)
-            moved = (center[active] + project(moved - center[active], norm, eps)).clamp(0, 1)
+            moved = rule.next(active, x_active.detach(), loss.detach(), grad.float(), t, into_ball)
             x[active] = moved.to(x.dtype)
             active = active[keep]
             if active.numel() == 0:
@@ -153,17 +276,55 @@ def margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return other - true
 
 
-class ClassificationObjective:
-    """Cross-entropy or margin loss on the logits; untargeted (move away from labels) or targeted (toward them).
+def _scale(sorted_logits: torch.Tensor, k: int) -> torch.Tensor:
+    """z_(1) - z_(k) (k-th largest), or z_(1) - z_(last) with fewer classes: the DLR losses' denominator."""
+    k = min(k, sorted_logits.shape[1])
+    return sorted_logits[:, 0] - sorted_logits[:, k - 1]
 
+
+def dlr_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Difference of logits ratio (Croce & Hein, 2020): margin / (z_(1) - z_(3)), to ascend.
+
+    Invariant to shifting and rescaling the logits, so a saturated softmax (a vanishing cross-entropy gradient)
+    cannot hide a direction the margin still has.
+    """
+    top = logits.sort(dim=1, descending=True).values
+    return margin(logits, labels) / (_scale(top, 3) + 1e-12)
+
+
+def targeted_dlr_loss(logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Targeted DLR (APGD-T): (z_t - z_y) / (z_(1) - (z_(3) + z_(4)) / 2), to ascend; positive once t beats y.
+
+    With fewer than four classes the denominator uses the smallest logits there are.
+    """
+    top = logits.sort(dim=1, descending=True).values
+    scale = (_scale(top, 3) + _scale(top, 4)) / 2
+    gap = logits.gather(1, targets[:, None]).squeeze(1) - logits.gather(1, labels[:, None]).squeeze(1)
+    return gap / (scale + 1e-12)
+
+
+ATTACK_LOSSES = ("ce", "margin", "dlr", "dlr_targeted")
+
+
+class ClassificationObjective:
+    """A classification loss on the logits; untargeted (move away from `labels`) or targeted (toward them).
+
+    Losses: "ce" (cross-entropy), "margin" (max other logit - true logit), "dlr" (the margin over z_(1) - z_(3)),
+    and "dlr_targeted" (untargeted, but pulled toward one class per example, `guide`: APGD-T).
     The score is always the margin in the attacker's favour, so keep-best selects misclassified
     (untargeted) or target-hitting (targeted) iterates whichever loss drives the steps.
     """
 
-    def __init__(self, model, labels: torch.Tensor, *, targeted: bool = False, loss: str = "ce", amp: bool = False):
-        if loss not in ("ce", "margin"):
-            raise BadInputError(f"unknown attack loss {loss!r}; choose 'ce' or 'margin'")
+    def __init__(self, model, labels: torch.Tensor, *, targeted: bool = False, loss: str = "ce", amp: bool = False,
+                 guide: torch.Tensor | None = None):
+        if loss not in ATTACK_LOSSES:
+            raise BadInputError(f"unknown attack loss {loss!r}; choose from: {', '.join(ATTACK_LOSSES)}")
+        if (loss == "dlr_targeted") != (guide is not None):
+            raise BadInputError("the 'dlr_targeted' loss needs guide classes (and only it takes them)")
+        if targeted and loss in ("dlr", "dlr_targeted"):
+            raise BadInputError("targeted attacks use the 'ce' or 'margin' loss")
         self.model, self.labels, self.targeted, self.loss, self.amp = model, labels, targeted, loss, amp
+        self.guide = guide
 
     def __call__(self, x: torch.Tensor, index: torch.Tensor):
         with autocast(x.device, self.amp):
@@ -174,6 +335,10 @@ class ClassificationObjective:
         score = -m if self.targeted else m
         if self.loss == "margin":
             return score, score
+        if self.loss == "dlr":
+            return dlr_loss(logits, y), score
+        if self.loss == "dlr_targeted":
+            return targeted_dlr_loss(logits, y, self.guide[index]), score
         ce = F.cross_entropy(logits, y, reduction="none")
         return (-ce if self.targeted else ce), score
 
@@ -216,6 +381,7 @@ def pgd_attack(
     step_size: float | None = None,
     targeted: bool = False,
     loss: str = "ce",
+    step_rule: str = "fixed",
     random_start: bool = False,
     restarts: int = 1,
     batch_size: int = 512,
@@ -227,18 +393,20 @@ def pgd_attack(
 
     Untargeted: `labels` are the true classes and the attack pushes away from them. Targeted: `labels` are
     the targets and the attack pulls toward them. `early_stop` freezes each example as soon as it is
-    misclassified (untargeted) or hits its target (targeted). Returns adversarial images in [0, 1].
+    misclassified (untargeted) or hits its target (targeted). `step_rule="apgd"` adapts the step (module
+    docstring; default initial step 2 eps). Returns adversarial images in [0, 1].
     """
     was_training = model.training
     model.eval()
-    step_size = default_step_size(eps, steps) if step_size is None else step_size
+    if step_size is None:
+        step_size = 2 * eps if step_rule == "apgd" else default_step_size(eps, steps)
     generator = torch.Generator(device=images.device).manual_seed(seed)
     out = torch.empty_like(images)
     try:
         for sl in _batches(images.shape[0], batch_size):
             objective = ClassificationObjective(model, labels[sl], targeted=targeted, loss=loss, amp=amp)
             result = projected_gradient(
-                objective, images[sl], norm=norm, eps=eps, steps=steps, step_size=step_size,
+                objective, images[sl], norm=norm, eps=eps, steps=steps, step_size=step_size, step_rule=step_rule,
                 random_start=random_start, restarts=restarts, generator=generator,
                 stop_score=0.0 if early_stop else None,
             )

@@ -23,6 +23,7 @@ def _add_data_args(p: argparse.ArgumentParser, required: bool = False) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .evaluation import EVAL_RESTARTS, EVAL_STEPS, EVAL_TARGETS
     from .presets import DEFAULT_PRESETS, PRESETS
 
     parser = argparse.ArgumentParser(
@@ -54,12 +55,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--compile", nargs="?", const="inductor", default=False, metavar="BACKEND",
                    help="torch.compile every model (default backend inductor; pays off on GPU and long runs)")
     r.add_argument("--no-progress", action="store_true", help="no progress bars (one line per stage remains)")
+    r.add_argument("--autoattack", action="store_true",
+                   help="check the evaluation with AutoAttack on the whole test set and record it beside ours "
+                   "(needs: pip install 'advfeatures[autoattack]')")
     q = r.add_argument_group("quick-run overrides (change results; a run directory is resumed only with the same)")
     q.add_argument("--quick", action="store_true", help="tiny everything: checks the pipeline, not the paper")
     q.add_argument("--limit", type=int, help="first N training images (N/2 test images)")
     q.add_argument("--epochs", type=int, help="epochs for every training")
     q.add_argument("--steps", type=int, help="cap on inversion, relabelling and evaluation steps")
-    q.add_argument("--eval-restarts", type=int, help="attack runs per example in evaluation")
+    q.add_argument("--eval-restarts", type=int, help="APGD-CE runs per example in evaluation")
+    q.add_argument("--eval-targets", type=int, help="APGD-T target classes per example in evaluation (0: none)")
     q.add_argument("--width", type=int, help="width option for every architecture that has one")
 
     t = sub.add_parser("train", help="train one model (standard or adversarial)", epilog=EPILOG)
@@ -90,8 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="test", choices=("train", "test"), help="train or test (default: test)")
     e.add_argument("--norm", default="l2", help="l2 or linf")
     e.add_argument("--eps", type=float, nargs="+", default=[0.5], help="one or more radii (a curve)")
-    e.add_argument("--steps", type=int, default=50)
-    e.add_argument("--restarts", type=int, default=3)
+    e.add_argument("--steps", type=int, default=EVAL_STEPS, help="APGD steps per run (default: %(default)s)")
+    e.add_argument("--restarts", type=int, default=EVAL_RESTARTS, help="APGD-CE runs (default: %(default)s)")
+    e.add_argument("--targets", type=int, default=EVAL_TARGETS,
+                   help="APGD-T runs, one per top-ranked other class (default: %(default)s)")
+    e.add_argument("--autoattack", action="store_true",
+                   help="also run AutoAttack standard and print it beside ours "
+                   "(needs: pip install 'advfeatures[autoattack]')")
     e.add_argument("--device", default="auto")
     e.add_argument("--json", action="store_true", help="print JSON")
 
@@ -154,9 +164,12 @@ def cmd_evaluate(args) -> None:
     from .evaluation import clean_accuracy, robust_accuracy
     from .models import load_model
 
-    for name in ("steps", "restarts"):
-        if getattr(args, name) < 1:
-            raise BadInputError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if args.steps < 1 or args.restarts < 0 or args.targets < 0 or args.restarts + args.targets == 0:
+        raise BadInputError("--steps must be at least 1, --restarts and --targets non-negative and not both 0")
+    if args.autoattack:
+        from .autoattack import require_autoattack
+
+        require_autoattack()
     device = resolve_device(args.device)
     model = load_model(args.model, device)
     images, labels = _load_data(args, args.split)
@@ -168,16 +181,28 @@ def cmd_evaluate(args) -> None:
     expected = (c["in_channels"], c["image_size"], c["image_size"])
     if tuple(images.shape[1:]) != expected:
         raise BadInputError(f"images are {tuple(images.shape[1:])} but {args.model} expects {expected}; wrong dataset?")
-    result = {"clean": clean_accuracy(model, images, labels), "norm": args.norm, "robust": {}}
+    attack = f"APGD-CE x{args.restarts} + APGD-T x{args.targets}, {args.steps} steps"
+    result = {"clean": clean_accuracy(model, images, labels), "norm": args.norm, "attack": attack, "robust": {}}
+    if args.autoattack:
+        result["autoattack"] = {}
     for eps in args.eps:
-        result["robust"][f"{eps:g}"] = robust_accuracy(model, images, labels, args.norm, eps,
-                                                       steps=args.steps, restarts=args.restarts)
+        key = f"{eps:g}"
+        result["robust"][key] = robust_accuracy(model, images, labels, args.norm, eps, steps=args.steps,
+                                                restarts=args.restarts, targets=args.targets)
+        if args.autoattack:
+            from .autoattack import autoattack_accuracy
+
+            result["autoattack"][key] = autoattack_accuracy(model, images, labels, args.norm, eps)
     if args.json:
         print(json.dumps(result, indent=2))
-    else:
-        print(f"clean accuracy {result['clean']:.4f} on {len(labels)} images")
-        for eps, acc in result["robust"].items():
-            print(f"robust accuracy {acc:.4f} at {args.norm} eps {eps} ({args.steps} steps x {args.restarts} runs)")
+        return
+    print(f"clean accuracy {result['clean']:.4f} on {len(labels)} images")
+    for key, acc in result["robust"].items():
+        line = f"robust accuracy at {args.norm} eps {key}: ours {acc:.4f} ({attack})"
+        if args.autoattack:
+            aa = result["autoattack"][key]
+            line += f"; AutoAttack standard {aa:.4f} (ours - AutoAttack: {100 * (acc - aa):+.1f} points)"
+        print(line)
 
 
 def cmd_theory(args) -> None:
@@ -193,16 +218,17 @@ def cmd_reproduce(args) -> None:
     from .pipeline import Overrides, RunOptions, reproduce
 
     presets = tuple(p.strip() for p in args.preset.split(",") if p.strip())
-    for n in ("seeds", "limit", "epochs", "steps", "eval_restarts", "width"):
+    for n in ("seeds", "limit", "epochs", "steps", "eval_restarts", "eval_targets", "width"):
         v = getattr(args, n)
-        if v is not None and v < (0 if n in ("epochs", "steps") else 1):
+        if v is not None and v < (0 if n in ("epochs", "steps", "eval_targets") else 1):
             raise BadInputError(f"--{n.replace('_', '-')} must be positive, got {v}")
     options = RunOptions(
         out=args.out, presets=presets, seeds=args.seeds, device=args.device, data_root=args.data_root,
         download=args.download, released=args.released, full=args.full, theory=not args.no_theory, amp=args.amp,
         progress=not args.no_progress, compile=args.compile, channels_last=args.channels_last,
-        overrides=Overrides(limit=args.limit, epochs=args.epochs, steps=args.steps,
-                            eval_restarts=args.eval_restarts, width=args.width, quick=args.quick),
+        autoattack=args.autoattack,
+        overrides=Overrides(limit=args.limit, epochs=args.epochs, steps=args.steps, eval_restarts=args.eval_restarts,
+                            eval_targets=args.eval_targets, width=args.width, quick=args.quick),
     )
     group = init_from_environment()  # torchrun: one process per GPU (or gloo processes on CPU)
     try:

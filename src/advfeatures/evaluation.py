@@ -1,4 +1,13 @@
-"""Clean and robust accuracy, robust-accuracy curves over eps, and transfer rates."""
+"""Clean and robust accuracy, robust-accuracy curves over eps, and transfer rates.
+
+The default robust-accuracy attack is the gradient half of AutoAttack (Croce & Hein, 2020), run by our own engine:
+APGD with the cross-entropy from `restarts` random starts, then APGD with the targeted DLR loss toward each of the
+`targets` classes the model ranks highest after the true one. Each run attacks only the examples every earlier
+run failed on (a cascade: robust accuracy only asks whether *some* attack succeeds), every run stops an example
+at its first misclassification, and the worst iterate found per example is kept. The fixed-step PGD this
+replaced (100 steps x 5 runs of CE / margin) read 45.8% on digits D_adv where AutoAttack reads 25.8%; numbers and
+costs per preset: benchmarks/RESULTS.md, "Evaluation against AutoAttack".
+"""
 
 from __future__ import annotations
 
@@ -8,21 +17,19 @@ import torch
 from tqdm.auto import tqdm
 
 from .attacks import (
-    AttackResult,
     ClassificationObjective,
     _batches,
     check_norm,
-    default_step_size,
+    margin,
     projected_gradient,
 )
 from .device import autocast
 from .errors import BadInputError
 
-# Evaluation-strength defaults: 50 steps of 2.5*eps/50, three runs per example (one from the clean image with
-# cross-entropy, one random start with the margin loss (robust to saturated softmax), one random start with
-# cross-entropy), worst case per example over every iterate of every run.
-EVAL_STEPS = 50
-EVAL_RESTARTS = 3
+# Evaluation-strength defaults: AutoAttack's own APGD settings (100 steps, one APGD-CE run, nine target classes).
+EVAL_STEPS = 100
+EVAL_RESTARTS = 1
+EVAL_TARGETS = 9
 
 
 @torch.no_grad()
@@ -42,6 +49,15 @@ def clean_accuracy(model, images: torch.Tensor, labels: torch.Tensor, batch_size
     return float((predict(model, images, batch_size) == labels).float().mean())
 
 
+def attack_runs(restarts: int, targets: int, num_classes: int, dlr_restarts: int = 0) -> list[tuple[str, int]]:
+    """The cascade's runs as (loss, guide rank): APGD-CE runs, untargeted APGD-DLR runs, then APGD-T toward the
+    classes ranked 1..targets by the clean logits (rank 0 is the predicted, i.e. true, class)."""
+    if restarts < 0 or targets < 0 or dlr_restarts < 0 or restarts + targets + dlr_restarts == 0:
+        raise BadInputError("the evaluation needs at least one attack run (restarts or targets)")
+    runs = [("ce", 0)] * restarts + [("dlr", 0)] * dlr_restarts
+    return runs + [("dlr_targeted", k) for k in range(1, min(targets, num_classes - 1) + 1)]
+
+
 @torch.no_grad()
 def worst_case_examples(
     model,
@@ -51,46 +67,56 @@ def worst_case_examples(
     norm: str = "l2",
     eps: float,
     steps: int = EVAL_STEPS,
-    step_size: float | None = None,
     restarts: int = EVAL_RESTARTS,
+    targets: int = EVAL_TARGETS,
+    dlr_restarts: int = 0,
+    step_size: float | None = None,
     batch_size: int = 512,
     seed: int = 0,
     amp: bool = False,
     progress: bool = False,
 ) -> torch.Tensor:
-    """Per example, the most damaging iterate found over `restarts` runs (see EVAL_* above)."""
+    """Per example, an adversarial image if any run of the cascade finds one, else the iterate closest to one.
+
+    Runs (module docstring): `restarts` APGD-CE, `dlr_restarts` APGD-DLR, then APGD-T over `targets` classes;
+    each from a random start, `steps` adaptive steps starting at `step_size` (default 2 eps).
+    """
     check_norm(norm)
-    if eps < 0:
-        raise BadInputError(f"eps must be non-negative, got {eps}")
+    if eps < 0 or steps < 0:
+        raise BadInputError(f"eps and steps must be non-negative, got eps {eps}, steps {steps}")
     was_training = model.training
     model.eval()
-    step_size = default_step_size(eps, steps) if step_size is None else step_size
+    step_size = 2 * eps if step_size is None else step_size
     generator = torch.Generator(device=images.device).manual_seed(seed)
     out = images.clone()
-    batches = list(_batches(images.shape[0], batch_size))
-    bar = tqdm(total=len(batches) * restarts, desc=f"attack eps {eps:g}", disable=not progress, leave=False,
-               unit="run")
     try:
-        for sl in batches:
-            best: AttackResult | None = None
-            for run in range(restarts):
-                loss = "margin" if run % 2 == 1 else "ce"
-                objective = ClassificationObjective(model, labels[sl], loss=loss, amp=amp)
+        logits = torch.cat([_logits(model, images[sl], amp) for sl in _batches(images.shape[0], batch_size)])
+        score = margin(logits, labels)  # > 0: already misclassified
+        ranked = logits.argsort(dim=1, descending=True)
+        runs = attack_runs(restarts, targets, logits.shape[1], dlr_restarts)
+        bar = tqdm(total=len(runs), desc=f"attack eps {eps:g}", disable=not progress, leave=False, unit="run")
+        for loss, rank in runs:
+            todo = (score <= 0).nonzero().squeeze(1)
+            for sl in _batches(todo.numel(), batch_size):
+                index = todo[sl]
+                objective = ClassificationObjective(model, labels[index], loss=loss, amp=amp,
+                                                    guide=ranked[index, rank] if rank else None)
                 result = projected_gradient(
-                    objective, images[sl], norm=norm, eps=eps, steps=steps, step_size=step_size,
-                    random_start=run > 0, generator=generator,
+                    objective, images[index], norm=norm, eps=eps, steps=steps, step_size=step_size,
+                    step_rule="apgd", random_start=True, generator=generator, stop_score=0.0,
                 )
-                bar.update(1)
-                if best is None:
-                    best = result
-                else:
-                    better = result.score > best.score
-                    best.x[better], best.score[better] = result.x[better], result.score[better]
-            out[sl] = best.x
-    finally:
+                better = result.score > score[index]
+                out[index[better]], score[index[better]] = result.x[better], result.score[better]
+            bar.update(1)
         bar.close()
+    finally:
         model.train(was_training)
     return out
+
+
+def _logits(model, x: torch.Tensor, amp: bool) -> torch.Tensor:
+    with autocast(x.device, amp):
+        return model(x).float()
 
 
 def robust_accuracy(
@@ -101,19 +127,21 @@ def robust_accuracy(
     eps: float = 0.5,
     *,
     steps: int = EVAL_STEPS,
-    step_size: float | None = None,
     restarts: int = EVAL_RESTARTS,
+    targets: int = EVAL_TARGETS,
+    dlr_restarts: int = 0,
+    step_size: float | None = None,
     batch_size: int = 512,
     seed: int = 0,
     amp: bool = False,
     progress: bool = False,
 ) -> float:
-    """Accuracy under the strongest of `restarts` PGD runs per example (evaluation-strength defaults)."""
+    """Accuracy under the APGD cascade (module docstring; evaluation-strength defaults)."""
     if eps == 0:
         return clean_accuracy(model, images, labels, batch_size)
     adv = worst_case_examples(
-        model, images, labels, norm=norm, eps=eps, steps=steps, step_size=step_size, restarts=restarts,
-        batch_size=batch_size, seed=seed, amp=amp, progress=progress,
+        model, images, labels, norm=norm, eps=eps, steps=steps, restarts=restarts, targets=targets,
+        dlr_restarts=dlr_restarts, step_size=step_size, batch_size=batch_size, seed=seed, amp=amp, progress=progress,
     )
     return clean_accuracy(model, adv, labels, batch_size)
 

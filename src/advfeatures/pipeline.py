@@ -40,7 +40,7 @@ from .data.base import TensorImageDataset
 from .device import compile_model, resolve_device
 from .distributed import ProcessGroup, gather_shards
 from .errors import BadInputError, CorruptFileError
-from .evaluation import clean_accuracy, predict, robust_accuracy, transfer_rate, worst_case_examples
+from .evaluation import clean_accuracy, predict, robust_accuracy, transfer_rate
 from .io import load_tensors, read_json, write_json_atomic
 from .models import load_model, save_model
 from .presets import DEFAULT_PRESETS, Preset, get_preset
@@ -59,9 +59,10 @@ class Overrides:
     limit: int | None = None  # first N training images (and N // 2 test images)
     epochs: int | None = None  # every training
     steps: int | None = None  # cap on inversion / relabelling / evaluation steps
-    eval_restarts: int | None = None
+    eval_restarts: int | None = None  # APGD-CE runs per example in evaluation
+    eval_targets: int | None = None  # APGD-T target classes per example in evaluation
     width: int | None = None  # `width` option for every architecture that has one
-    quick: bool = False  # limit 256, 2 epochs, 5 steps, 1 restart, width 8, one curve point: checks the pipeline
+    quick: bool = False  # limit 256, 2 epochs, 5 steps, 1 restart, 1 target, width 8, one curve point: a smoke test
 
 
 @dataclass
@@ -79,6 +80,7 @@ class RunOptions:
     amp: bool = False
     channels_last: bool = False  # NHWC weights and activations (faster convolutions on tensor cores)
     compile: bool | str = False  # torch.compile every model (training, attacks, inversion); True or a backend
+    autoattack: bool = False  # attack_check with AutoAttack on the whole test set, recorded beside our numbers
     progress: bool = True
     group: ProcessGroup = field(default_factory=ProcessGroup)  # torchrun ranks (a group of one without torchrun)
 
@@ -88,7 +90,8 @@ def apply_overrides(preset: Preset, ov: Overrides) -> Preset:
     if ov.quick:
         ov = dataclasses.replace(
             ov, limit=ov.limit or 256, epochs=ov.epochs or 2, steps=ov.steps or 5,
-            eval_restarts=ov.eval_restarts or 1, width=ov.width or 8,
+            eval_restarts=ov.eval_restarts or 1, eval_targets=1 if ov.eval_targets is None else ov.eval_targets,
+            width=ov.width or 8,
         )
         p.evaluation = dataclasses.replace(p.evaluation, curve_eps=[p.threat.eps])
     if ov.limit:
@@ -113,6 +116,9 @@ def apply_overrides(preset: Preset, ov: Overrides) -> Preset:
         p.evaluation = dataclasses.replace(p.evaluation, steps=min(p.evaluation.steps, ov.steps))
     if ov.eval_restarts is not None:
         p.evaluation = dataclasses.replace(p.evaluation, restarts=ov.eval_restarts)
+    if ov.eval_targets is not None:
+        p.evaluation = dataclasses.replace(p.evaluation, targets=ov.eval_targets,
+                                           curve_targets=min(p.evaluation.curve_targets, ov.eval_targets))
     return p
 
 
@@ -225,12 +231,12 @@ class PresetRun:
         """Clean and full-strength robust accuracy at the threat model on the whole test set, and a curve over eps
         (the threat-model point of the curve is the full-strength number when the curve uses the whole test set)."""
         ev, threat = self.p.evaluation, self.p.threat
-        attack = dict(steps=ev.steps, seed=self.seed, amp=self.opts.amp,
+        attack = dict(steps=ev.steps, restarts=ev.restarts, seed=self.seed, amp=self.opts.amp,
                       progress=self.opts.progress and self.group.is_main)
         out = {
             "clean": clean_accuracy(model, self.test_x, self.test_y),
             "robust": robust_accuracy(model, self.test_x, self.test_y, threat.norm, threat.eps,
-                                      restarts=ev.restarts, **attack),
+                                      targets=ev.targets, **attack),
         }
         n = min(ev.curve_limit or self.test_x.shape[0], self.test_x.shape[0])
         xs, ys = self.test_x[:n], self.test_y[:n]
@@ -241,11 +247,11 @@ class PresetRun:
                 curve[f"{eps:g}"] = out["robust"]
             else:
                 curve[f"{eps:g}"] = robust_accuracy(
-                    model, xs, ys, threat.norm, eps, restarts=ev.curve_restarts, **attack
+                    model, xs, ys, threat.norm, eps, targets=ev.curve_targets, **attack
                 )
         out["curve"] = curve
         out["curve_images"] = int(n)
-        out["curve_restarts"] = ev.curve_restarts
+        out["curve_targets"] = ev.curve_targets
         return out
 
     def train_and_evaluate(self, name: str, images, labels, config: TrainConfig) -> dict:
@@ -303,11 +309,33 @@ class PresetRun:
             if self.features is not None:
                 results["audit"][name] = self.audit(images, labels, original if name in ("D_rand", "D_det") else None)
         acc["D_det_unleaked"] = self.unleaked_det(robust)
-        results["attack_check"] = self.cache.run("attack_check", lambda: self.attack_check(standard, robust))
+        results["attack_check"] = self.attack_check(acc)
         results["transfer"] = self.cache.run("transfer", lambda: self.transfer(standard))
         results["robust_source"] = self.cache.run("robust_source", lambda: self.robust_source(robust))
         results["seconds"] = dict(self.cache.seconds)
         return results
+
+    def attack_check(self, acc: dict) -> dict:
+        """The default evaluation against another attack family (stages/attack_check.py); with --autoattack, on the
+        whole test set, and AutoAttack's number is recorded beside ours in `acc`."""
+        from .stages.attack_check import CHECKED, check_method, run_attack_check
+
+        method = check_method(required=self.opts.autoattack)
+        limit = None if self.opts.autoattack else self.p.evaluation.check_limit
+        n = min(limit or self.test_x.shape[0], self.test_x.shape[0])
+        names = [m for m in CHECKED if m in acc and "robust" in acc[m]]
+
+        def compute():
+            models = {m: self.load(m) for m in names}
+            defaults = {m: acc[m]["robust"] for m in names} if n == self.test_x.shape[0] else None
+            return run_attack_check(models, self.test_x[:n], self.test_y[:n], self.p.threat, self.p.evaluation,
+                                    method=method, seed=self.seed, defaults=defaults)
+
+        result = self.cache.run(f"attack_check_{method}_{n}", compute, main_only=True)
+        if self.opts.autoattack:
+            for m in names:
+                acc[m]["autoattack"] = result["models"][m]["check"]
+        return result
 
     def build_all(self, standard, robust) -> dict:
         p, x, y = self.p, self.train_x, self.train_y
@@ -347,20 +375,6 @@ class PresetRun:
             "D_det_unleaked", images[keep], labels[keep], self.p.constructed_train["D_det_unleaked"]
         )
 
-    def attack_check(self, standard, robust) -> dict:
-        """Does a stronger attack (2x steps, 2 more runs, other seed) change robust accuracy? It should not, much."""
-        ev, threat = self.p.evaluation, self.p.threat
-        n = min(self.test_x.shape[0], 200)
-        xs, ys = self.test_x[:n], self.test_y[:n]
-        out = {"images": n}
-        for name, model in (("D", standard), ("D_adv", robust)):
-            base = robust_accuracy(model, xs, ys, threat.norm, threat.eps, steps=ev.steps, restarts=ev.restarts)
-            strong = robust_accuracy(model, xs, ys, threat.norm, threat.eps, steps=2 * ev.steps,
-                                     restarts=ev.restarts + 2, seed=1)
-            out[name] = {"default": base, "strong": strong,
-                         "strong_attack": f"{2 * ev.steps} steps x {ev.restarts + 2} runs"}
-        return out
-
     def transfer(self, standard) -> dict:
         """Figure 3: per architecture, accuracy after training on D_det vs the transfer rate of D's adversarial
         examples to that architecture trained on D (untargeted) and the targeted analogue."""
@@ -368,8 +382,9 @@ class PresetRun:
 
         p, threat = self.p, self.p.threat
         archs = p.transfer_models_full if self.opts.full else p.transfer_models
-        adv = worst_case_examples(standard, self.test_x, self.test_y, norm=threat.norm, eps=threat.eps,
-                                  steps=p.evaluation.steps, restarts=1, seed=self.seed)
+        # fixed-step CE PGD from the clean image, every step taken (no early exit): full-strength examples to
+        # transfer, as in the paper, not the minimal ones the evaluation's cascade stops at
+        adv = pgd_attack(standard, self.test_x, self.test_y, norm=threat.norm, eps=threat.eps, steps=p.evaluation.steps)
         fooled = predict(standard, adv) != self.test_y
         targets = (self.test_y + 1) % self.num_classes
         targeted = pgd_attack(standard, self.test_x, targets, norm=threat.norm, eps=threat.eps,
@@ -498,7 +513,9 @@ def aggregate(per_seed: list[dict]) -> dict:
             accuracy[name] = entry
             continue
         agg = {}
-        for key in ("clean", "robust"):
+        for key in ("clean", "robust", "autoattack"):
+            if not all(key in s["accuracy"][name] for s in per_seed):
+                continue
             values = torch.tensor([s["accuracy"][name][key] for s in per_seed], dtype=torch.float64)
             agg[key] = float(values.mean())
             agg[f"{key}_std"] = float(values.std(unbiased=False)) if len(per_seed) > 1 else 0.0
@@ -544,6 +561,10 @@ def reproduce(options: RunOptions, log: Callable[[str], None] = print) -> dict[s
     if options.released and any(p.dataset != "cifar10" for p in presets):
         raise BadInputError("--released holds the authors' CIFAR-10 datasets; use it with --preset cifar10 only")
     resolve_device(options.device)
+    if options.autoattack:
+        from .autoattack import require_autoattack
+
+        require_autoattack()  # before any long work
     data = {p.name: load_preset_data(p, options) for p in presets}  # every input checked before any write
     out = Path(options.out)
     fingerprints = {p.name: p.fingerprint() + ("-released" if options.released else "") for p in presets}

@@ -51,7 +51,10 @@ def accuracy_rows(r: dict) -> list[list[str]]:
         if not e or "clean" not in e:
             continue
         p = paper.get(name, {})
-        rows.append([name, _pct(e["clean"]) + _spread(e, "clean_std"), _pct(e["robust"]) + _spread(e, "robust_std"),
+        robust = _pct(e["robust"]) + _spread(e, "robust_std")
+        if "autoattack" in e:
+            robust += f" (AutoAttack {_pct(e['autoattack'])})"
+        rows.append([name, _pct(e["clean"]) + _spread(e, "clean_std"), robust,
                      _pct(p.get("clean")), _pct(p.get("robust")), DESCRIPTIONS.get(name, "")])
     return rows
 
@@ -164,6 +167,19 @@ def table9_rows(r: dict) -> list[list[str]]:
     rs, a = r.get("robust_source", {}), r["accuracy"]
     return [[n, _pct(a.get(n, {}).get("clean")), _pct(rs.get(n, {}).get("clean")), paper]
             for n, paper in (("D_rand", "63.3 / 25.2"), ("D_det", "43.7 / 5.8")) if n in rs]
+
+
+def attack_check_rows(r: dict) -> list[list[str]]:
+    """One row per checked model; flagged when, in any seed, the default reads more than a point above the check."""
+    from .stages.attack_check import TOLERANCE, flagged
+
+    seeds = [s.get("attack_check", {}) for s in r.get("per_seed", [])] or [r["attack_check"]]
+    bad = {name for check in seeds for name in flagged(check)}
+    rows = []
+    for name, m in r["attack_check"]["models"].items():
+        verdict = f"FLAGGED: default evaluation too weak (> {100 * TOLERANCE:g} point above)" if name in bad else "ok"
+        rows.append([name, _pct(m["default"]), _pct(m["check"]), f"{100 * m['gap']:+.1f}", verdict])
+    return rows
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
@@ -361,11 +377,11 @@ def _sections(r: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     ]
     if r.get("audit"):
         sections.append(("Feature audit (planted ground truth)", AUDIT_HEADER, audit_rows(r)))
-    if r.get("attack_check"):
+    if r.get("attack_check", {}).get("models"):
         ac = r["attack_check"]
-        sections.append(("Attack strength check", ["model", "default attack", "stronger attack"],
-                         [[k, _pct(v["default"]), f"{_pct(v['strong'])} ({v['strong_attack']})"]
-                          for k, v in ac.items() if isinstance(v, dict)]))
+        title = f"Attack check on {ac['images']} test images: {ac['attack']}"
+        sections.append((title, ["model", "default evaluation", "check", "default - check (points)", "verdict"],
+                         attack_check_rows(r)))
     if r.get("transfer"):
         fit = transfer_fit(transfer_architectures(r))
         note = f"; linear fit r = {fit['r']:.2f}" if fit else ""

@@ -35,11 +35,15 @@ class RelabelConfig:
 
 @dataclass
 class EvalConfig:
-    steps: int = 50  # PGD steps per run, step 2.5*eps/steps
-    restarts: int = 3  # runs per example (clean start CE, random start margin, random start CE), worst case kept
+    """The robust-accuracy evaluation (evaluation.py): an APGD cascade, AutoAttack's gradient half in our engine."""
+
+    steps: int = 100  # APGD steps per run (AutoAttack's own number)
+    restarts: int = 1  # APGD-CE runs, each from a random start
+    targets: int = 9  # APGD-T runs: targeted DLR toward each of the top-k other classes (capped at classes - 1)
     curve_eps: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0])
     curve_limit: int | None = 500  # test images used for the eps curve (the threat-model number uses all)
-    curve_restarts: int = 1  # runs per example at the curve's other radii (the threat-model eps uses `restarts`)
+    curve_targets: int = 3  # APGD-T runs at the curve's other radii (the threat-model eps uses `targets`)
+    check_limit: int | None = 500  # test images for attack_check (AutoAttack, or our strongest settings); None: all
 
 
 @dataclass

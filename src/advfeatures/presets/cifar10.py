@@ -41,7 +41,7 @@ def preset() -> Preset:
         inversion=InversionConfig(steps=1000, step_size=0.1, start="image"),  # C.4 / Table 5
         relabel=RelabelConfig(eps=0.5, steps=100, step_size=0.1),  # C.5 / Table 6
         # The authors advise more than 7 steps for evaluation; Appendix D.2 goes to 2500 with <= 2 points change.
-        evaluation=EvalConfig(steps=100, restarts=3, curve_eps=[0.25, 0.5, 1.0], curve_limit=1000),
+        evaluation=EvalConfig(curve_eps=[0.25, 0.5, 1.0], curve_limit=1000, check_limit=1000),
         transfer_models=[ModelSpec("resnet18"), ModelSpec("resnet50"), ModelSpec("vgg16_bn")],
         transfer_models_full=[
             ModelSpec("vgg16_bn"), ModelSpec("inception"), ModelSpec("resnet18"), ModelSpec("densenet121"),

@@ -42,7 +42,7 @@ def preset() -> Preset:
         },
         inversion=InversionConfig(steps=2000, step_size=1.0, start="image"),  # C.4 / Table 5
         relabel=RelabelConfig(eps=3.0, steps=100, step_size=0.1),  # C.5 / Table 6
-        evaluation=EvalConfig(steps=100, restarts=3, curve_eps=[0.5, 1.0, 2.0], curve_limit=1000),
+        evaluation=EvalConfig(curve_eps=[0.5, 1.0, 2.0], curve_limit=1000, check_limit=1000),
         transfer_models=[ModelSpec("resnet18", {"stem": "imagenet"}), ModelSpec("resnet50", {"stem": "imagenet"})],
         transfer_models_full=[ModelSpec("resnet18", {"stem": "imagenet"}), ModelSpec("resnet50", {"stem": "imagenet"})],
         dataset_options={"size": 224},
