@@ -47,11 +47,11 @@ def test_results_files_keys_and_ranges(quick_run):
     assert len(archs) == 4 and all(0 <= v["accuracy"] <= 1 and 0 <= v["transfer_rate"] <= 1 for v in archs.values())
     assert "D_det" in results["robust_source"]
     check = results["attack_check"]
-    assert check["method"] in ("autoattack", "own") and check["images"] == 128  # --quick: 128 test images
+    assert check["method"] in ("autoattack", "own") and check["images"] == 32  # --quick: 32 of its 128 test images
     assert set(check["models"]) == {"D", "D_adv", "D_R", "D_NR"}
-    for name, m in check["models"].items():
+    for m in check["models"].values():
         assert 0 <= m["check"] <= 1 and m["gap"] == pytest.approx(m["default"] - m["check"])
-        assert m["default"] == results["accuracy"][name]["robust"]  # the whole (quick) test set: the same images
+        assert 0 <= m["default"] <= 1
     assert results["seconds"]["total"] > 0 and "D" in results["seconds"]["stages"]
     assert "theory" in results and results["theory"]["figures"]
     for f in ("report.html", "results.md", "figures/synthetic_accuracy.png", "figures/synthetic_samples.png"):

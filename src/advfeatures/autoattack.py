@@ -44,7 +44,7 @@ def autoattack_examples(
 
     check_norm(norm)
     if min(images.shape[-2:]) < 5:
-        raise BadInputError(f"AutoAttack's Square attack needs images at least 5 pixels wide, got {tuple(images.shape)}")
+        raise BadInputError(f"AutoAttack's Square attack needs images of 5 pixels or more, got {tuple(images.shape)}")
     was_training = model.training
     model.eval()
     logging.getLogger("auto-attack").setLevel(logging.WARNING)  # its per-batch debug lines

@@ -62,7 +62,8 @@ class Overrides:
     eval_restarts: int | None = None  # APGD-CE runs per example in evaluation
     eval_targets: int | None = None  # APGD-T target classes per example in evaluation
     width: int | None = None  # `width` option for every architecture that has one
-    quick: bool = False  # limit 256, 2 epochs, 5 steps, 1 restart, 1 target, width 8, one curve point: a smoke test
+    quick: bool = False  # limit 256, 2 epochs, 5 steps, 1 restart, 1 target, width 8, one curve point, attack check
+    # on 32 images: a smoke test
 
 
 @dataclass
@@ -93,7 +94,7 @@ def apply_overrides(preset: Preset, ov: Overrides) -> Preset:
             eval_restarts=ov.eval_restarts or 1, eval_targets=1 if ov.eval_targets is None else ov.eval_targets,
             width=ov.width or 8,
         )
-        p.evaluation = dataclasses.replace(p.evaluation, curve_eps=[p.threat.eps])
+        p.evaluation = dataclasses.replace(p.evaluation, curve_eps=[p.threat.eps], check_limit=32)
     if ov.limit:
         p.limit_train, p.limit_test = ov.limit, max(ov.limit // 2, 10)
 

@@ -42,7 +42,8 @@ class EvalConfig:
     targets: int = 9  # APGD-T runs: targeted DLR toward each of the top-k other classes (capped at classes - 1)
     curve_eps: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0])
     curve_limit: int | None = 500  # test images used for the eps curve (the threat-model number uses all)
-    curve_targets: int = 3  # APGD-T runs at the curve's other radii (the threat-model eps uses `targets`)
+    curve_targets: int = 1  # APGD-T runs at the curve's other radii (the threat-model eps uses `targets`): the curve
+    # shows the shape; the threat-model number, the one checked against AutoAttack, gets the full cascade
     check_limit: int | None = 500  # test images for attack_check (AutoAttack, or our strongest settings); None: all
 
 
