@@ -94,7 +94,8 @@ def apply_overrides(preset: Preset, ov: Overrides) -> Preset:
             eval_restarts=ov.eval_restarts or 1, eval_targets=1 if ov.eval_targets is None else ov.eval_targets,
             width=ov.width or 8,
         )
-        p.evaluation = dataclasses.replace(p.evaluation, curve_eps=[p.threat.eps], check_limit=32)
+        p.evaluation = dataclasses.replace(p.evaluation, curve_eps=[p.threat.eps], check_limit=32,
+                                           check_method="own")
     if ov.limit:
         p.limit_train, p.limit_test = ov.limit, max(ov.limit // 2, 10)
 
@@ -321,7 +322,8 @@ class PresetRun:
         whole test set, and AutoAttack's number is recorded beside ours in `acc`."""
         from .stages.attack_check import CHECKED, check_method, run_attack_check
 
-        method = check_method(required=self.opts.autoattack)
+        own = self.p.evaluation.check_method == "own" and not self.opts.autoattack
+        method = "own" if own else check_method(required=self.opts.autoattack)
         limit = None if self.opts.autoattack else self.p.evaluation.check_limit
         n = min(limit or self.test_x.shape[0], self.test_x.shape[0])
         names = [m for m in CHECKED if m in acc and "robust" in acc[m]]

@@ -45,6 +45,7 @@ class EvalConfig:
     curve_targets: int = 1  # APGD-T runs at the curve's other radii (the threat-model eps uses `targets`): the curve
     # shows the shape; the threat-model number, the one checked against AutoAttack, gets the full cascade
     check_limit: int | None = 500  # test images for attack_check (AutoAttack, or our strongest settings); None: all
+    check_method: str = "auto"  # "auto": AutoAttack where installed, else "own" (our strongest settings)
 
 
 @dataclass
