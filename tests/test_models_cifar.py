@@ -11,6 +11,7 @@ from advfeatures.models.cifar import CIFAR_MEAN, CIFAR_STD
 
 # name -> (small width for quick tests, representation size as a function of width, default-width size)
 ARCHS = {
+    "resnet9": (4, lambda w: 8 * w, 512),
     "resnet18": (4, lambda w: 8 * w, 512),
     "resnet50": (4, lambda w: 32 * w, 2048),
     "vgg16_bn": (8, lambda w: 8 * w, 512),

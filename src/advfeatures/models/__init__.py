@@ -11,7 +11,7 @@ import torch
 from ..errors import BadInputError, CorruptFileError
 from ..io import load_tensors, save_tensors
 from .base import ImageClassifier
-from .cifar import VGG16BN, DenseNet121, InceptionNet, ResNet18, ResNet50
+from .cifar import VGG16BN, DenseNet121, InceptionNet, ResNet9, ResNet18, ResNet50
 from .small import MLP, SmallCNN, TinyResNet, WideCNN
 
 CHECKPOINT_FORMAT = "advfeatures-model-v1"
@@ -21,6 +21,7 @@ MODELS: dict[str, Callable[..., ImageClassifier]] = {
     "small_cnn": SmallCNN,
     "wide_cnn": WideCNN,
     "tiny_resnet": TinyResNet,
+    "resnet9": ResNet9,
     "resnet18": ResNet18,
     "resnet50": ResNet50,
     "vgg16_bn": VGG16BN,

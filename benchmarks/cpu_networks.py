@@ -1,0 +1,89 @@
+"""Image-steps per second of candidate CIFAR networks on this machine: how the cifar10_cpu preset picks its net.
+
+    python benchmarks/cpu_networks.py [--archs resnet18:16 resnet9:16 resnet9:32] [--batch 256] [--record]
+
+Per network (arch:width) it times, on random 3x32x32 inputs, the two kinds of step that fill a CPU run:
+- a training step (forward, backward to the weights, SGD update), the cost of every trained model;
+- an input-gradient step (forward, backward to the input only, the weights frozen), the cost of every attack,
+  adversarial-training inner step and representation inversion;
+each in float32 and, with --layouts, channels_last. Prints images/s and appends to RESULTS.md with --record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from _machine import append
+
+from advfeatures.models import build_model
+
+
+def _rate(step, batch: int, seconds: float = 4.0) -> float:
+    step()  # warm-up (allocations, oneDNN primitive creation)
+    step()
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        step()
+        n += 1
+    return n * batch / (time.perf_counter() - t0)
+
+
+def measure(arch: str, width: int, batch: int, channels_last: bool) -> dict:
+    torch.manual_seed(0)
+    model = build_model(arch, in_channels=3, num_classes=10, image_size=32, width=width)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=fmt)
+    x = torch.rand(batch, 3, 32, 32).contiguous(memory_format=fmt)
+    y = torch.randint(0, 10, (batch,))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def train_step():
+        model.train()
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    def input_step():
+        model.eval()
+        xa = x.clone().requires_grad_(True)
+        loss = torch.nn.functional.cross_entropy(model(xa), y)
+        torch.autograd.grad(loss, xa)
+
+    for p in model.parameters():
+        p.requires_grad_(True)
+    train = _rate(train_step, batch)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    attack = _rate(input_step, batch)
+    params = sum(p.numel() for p in model.parameters())
+    return {"net": f"{arch}:{width}", "layout": "channels_last" if channels_last else "NCHW", "params": params,
+            "train": train, "input_grad": attack}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--archs", nargs="+", default=["resnet18:16", "resnet9:16", "resnet9:24", "resnet9:32"])
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--layouts", action="store_true", help="also time channels_last")
+    ap.add_argument("--record", action="store_true", help="append the table to benchmarks/RESULTS.md")
+    args = ap.parse_args()
+    rows = []
+    for spec in args.archs:
+        arch, _, width = spec.partition(":")
+        for cl in (False, True) if args.layouts else (False,):
+            r = measure(arch, int(width or 64), args.batch, cl)
+            rows.append(r)
+            print(f"{r['net']:>14} {r['layout']:>13} {r['params'] / 1e6:6.2f}M params  train {r['train']:7.0f} img/s"
+                  f"  input-grad {r['input_grad']:7.0f} img/s", flush=True)
+    table = ["| net (arch:width) | layout | params | training img/s | input-gradient img/s |", "|---|---|---|---|---|"]
+    table += [f"| {r['net']} | {r['layout']} | {r['params'] / 1e6:.2f}M | {r['train']:.0f} | {r['input_grad']:.0f} |"
+              for r in rows]
+    if args.record:
+        append("CPU networks for the cifar10_cpu preset (benchmarks/cpu_networks.py)",
+               f"Batch {args.batch}, random 3x32x32 inputs, float32.\n\n" + "\n".join(table))
+
+
+if __name__ == "__main__":
+    main()
