@@ -18,6 +18,7 @@ from fake_formats import RELEASED_CIFAR_FOLDERS, make_cifar10_root, make_release
 
 import advfeatures
 from advfeatures.cli import main
+from advfeatures.presets import get_preset
 
 pytestmark = pytest.mark.slow
 
@@ -122,3 +123,35 @@ def test_released_datasets_replace_construction(cifar_root, tmp_path):
         torch.testing.assert_close(data["images"], images)
         assert torch.equal(data["labels"], labels), name
         assert (out / "cifar10" / "models" / f"{name}.safetensors").is_file()
+
+
+def test_cpu_tier_preset_keeps_the_papers_threat_model_and_pools_globally():
+    """cifar10_cpu: the paper's eps (0.5 to train and construct, 0.25 to evaluate) and a globally pooled network,
+    so the representation inversion matches is a channel vector, not the image's pixels."""
+    preset = get_preset("cifar10_cpu")
+    assert preset.dataset == "cifar10"
+    assert math.isclose(preset.threat.eps, 0.25) and preset.threat.norm == "l2"
+    assert math.isclose(preset.adversarial_train.adversarial.eps, 0.5)
+    assert math.isclose(preset.relabel.eps, 0.5)
+    model = advfeatures.build_model(preset.model.arch, in_channels=3, num_classes=10, image_size=32,
+                                    **preset.model.options)
+    representation = model.representation(torch.rand(2, 3, 32, 32))
+    assert representation.shape[1] < 3 * 32 * 32 // 4  # far fewer numbers than pixels: inversion cannot copy
+    assert preset.limit_train is not None and preset.limit_test is not None
+
+
+def test_cpu_tier_quick_run(cifar_root, tmp_path):
+    """`reproduce --preset cifar10_cpu --quick` on the fake root: every stage runs and writes its artefacts."""
+    out = tmp_path / "out"
+    code = main(["reproduce", "--preset", "cifar10_cpu", "--quick", "--no-theory", "--no-progress", "--limit", "64",
+                 "--epochs", "1", "--steps", "2", "--data-root", str(cifar_root), "--out", str(out)])
+    assert code == 0
+    results = json.loads((out / "cifar10_cpu" / "results.json").read_text())
+    assert results["preset"] == "cifar10_cpu"
+    check_accuracy_table(results)
+    assert results["settings"]["model"]["arch"] == "resnet9"
+    assert set(CONSTRUCTED) <= set(results["construction"])
+    assert {"transfer", "robust_source", "attack_check"} <= set(results["per_seed"][0])
+    for name in TRAINED:
+        assert (out / "cifar10_cpu" / "models" / f"{name}.safetensors").is_file(), name
+    assert "cifar10_cpu" in (out / "results.md").read_text()

@@ -78,12 +78,13 @@ class Preset:
 
 
 def get_preset(name: str) -> Preset:
-    from . import cifar10, digits, restricted_imagenet, synthetic
+    from . import cifar10, cifar10_cpu, digits, restricted_imagenet, synthetic
 
     presets = {
         "synthetic": synthetic.preset,
         "digits": digits.preset,
         "cifar10": cifar10.preset,
+        "cifar10_cpu": cifar10_cpu.preset,
         "restricted_imagenet": restricted_imagenet.preset,
     }
     if name not in presets:
@@ -91,7 +92,7 @@ def get_preset(name: str) -> Preset:
     return presets[name]()
 
 
-PRESETS = ("synthetic", "digits", "cifar10", "restricted_imagenet")
+PRESETS = ("synthetic", "digits", "cifar10", "cifar10_cpu", "restricted_imagenet")
 DEFAULT_PRESETS = ("synthetic", "digits")
 
 # The paper's CIFAR-10 numbers (Figure 2, Section 3; ../PAPER.md), printed beside ours in every report.

@@ -1,0 +1,65 @@
+"""Preset `cifar10_cpu`: every stage of the paper on real CIFAR-10 within about an hour on 2 CPU cores.
+
+Run with `--data-root` pointing at a folder holding `cifar-10-batches-py/` (or `--download` when online). The
+paper's threat model is kept (L2 eps 0.5 for adversarial training and construction, 0.25 for evaluation); what
+shrinks is the scale, each choice below with its reason. Costs are in image-steps (one forward and backward of
+one image); a width-16 ResNet-9 runs ~770 training and ~900 input-gradient image-steps per second on 2 CPU
+cores (benchmarks/cpu_networks.py), so every 100k image-steps is about two minutes.
+
+Measured on a JPEG re-encoding of CIFAR-10 (benchmarks/RESULTS.md, "cifar10_cpu"): the numbers are this scale's,
+not the paper's (5,000 training images, a 0.4M-parameter network), and the report prints the paper's beside them.
+"""
+
+from ..training import AdversarialConfig, ModelSpec, TrainConfig
+from . import PAPER_CIFAR10, EvalConfig, InversionConfig, Preset, RelabelConfig, ThreatModel
+
+N_TRAIN = 5_000  # every construction costs steps x N_TRAIN: 5,000 keeps each at ~500k image-steps (~9 min)
+N_TEST = 1_000  # +-1.5 points standard error at 50%; the APGD cascade on a robust model costs ~1000 steps/point
+
+
+def _train(**changes) -> TrainConfig:
+    # One-cycle SGD (fast convergence in few epochs, no schedule tuning), crops and flips as in the paper's
+    # training; 15 epochs of 5,000 images is 75k image-steps (~2 min).
+    base = dict(epochs=15, batch_size=128, lr=0.1, momentum=0.9, weight_decay=5e-4, schedule="onecycle",
+                crop_padding=4, flip=True)
+    return TrainConfig(**{**base, **changes})
+
+
+def preset() -> Preset:
+    net = ModelSpec("resnet9", {"width": 16})  # global average pooling before the head, as the paper's ResNets;
+    # its arithmetic sits in few convolutions at low resolution, which the CPU runs faster than a thin ResNet-18
+    return Preset(
+        name="cifar10_cpu",
+        dataset="cifar10",
+        description=f"CIFAR-10 on a CPU: first {N_TRAIN} training / {N_TEST} test images, ResNet-9 width 16",
+        threat=ThreatModel("l2", 0.25),  # evaluation eps of the paper's Figure 2 / Table 1
+        model=net,
+        train=_train(),
+        # paper C.3: L2 PGD at eps 0.5, 7 steps of eps/5 from the clean image (8x a standard epoch's cost)
+        adversarial_train=_train(adversarial=AdversarialConfig("l2", 0.5, steps=7)),
+        constructed_train={
+            "D_R": _train(),
+            "D_NR": _train(),
+            "D_rand": _train(),
+            "D_det": _train(crop_padding=0, flip=False),  # Table 3: no augmentation for D_det
+            "D_det_unleaked": _train(crop_padding=0, flip=False),
+        },
+        # paper C.4: normalised steps of 0.1 from another training image; 100 steps instead of 1000 (the
+        # calibration in the issue saw D_R's robustness well above D_NR's already at 100)
+        inversion=InversionConfig(steps=100, step_size=0.1, start="image"),
+        # paper C.5: targeted L2 PGD at eps 0.5 with steps of 0.1, but 20 steps instead of 100: the standard
+        # model is fooled within them (the report's attack_success shows it), at a fifth of the cost
+        relabel=RelabelConfig(eps=0.5, steps=20, step_size=0.1),
+        # The APGD cascade at AutoAttack's settings on all N_TEST test images; the curve on 500; the AutoAttack
+        # check on 200 (its Square and FAB-T runs cost minutes per robust model on a CPU).
+        evaluation=EvalConfig(curve_eps=[0.25, 0.5, 1.0], curve_limit=500, check_limit=200),
+        # Figure 3 at small scale: the source and two other families, all at width 16
+        transfer_models=[net, ModelSpec("resnet18", {"width": 16}), ModelSpec("vgg16_bn", {"width": 16})],
+        transfer_models_full=[
+            net, ModelSpec("resnet18", {"width": 16}), ModelSpec("vgg16_bn", {"width": 16}),
+            ModelSpec("inception", {"width": 8}), ModelSpec("densenet121", {"width": 8}),
+        ],
+        limit_train=N_TRAIN,
+        limit_test=N_TEST,
+        paper=PAPER_CIFAR10,
+    )
