@@ -1,4 +1,4 @@
-"""Preset `cifar10_cpu`: every stage of the paper on real CIFAR-10 within about an hour on 2 CPU cores.
+"""Preset `cifar10_cpu`: every stage of the paper on real CIFAR-10 on 2 CPU cores, aiming at about an hour.
 
 Run with `--data-root` pointing at a folder holding `cifar-10-batches-py/` (or `--download` when online). The
 paper's threat model is kept (L2 eps 0.5 for adversarial training and construction, 0.25 for evaluation); what
