@@ -11,8 +11,8 @@ With --validation, training uses 80% of the digits training set and the evaluati
 stratified split), so settings can be chosen without looking at the test set.
 """
 
+import argparse
 import json
-import sys
 import time
 
 import torch
@@ -38,10 +38,14 @@ def validation_split(labels: torch.Tensor, share: float = 0.2) -> tuple[torch.Te
 
 
 def main() -> None:
-    args = [a for a in sys.argv[1:] if a not in ("--validation", "--autoattack")]
-    validation = "--validation" in sys.argv[1:]
-    name, changes = args[0], json.loads(args[1])
-    seed = int(args[2]) if len(args) > 2 else 0
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("name")
+    ap.add_argument("changes", help="JSON object of changes")
+    ap.add_argument("seed", type=int, nargs="?", default=0)
+    ap.add_argument("--validation", action="store_true")
+    ap.add_argument("--autoattack", action="store_true")
+    opts = ap.parse_args()
+    validation, name, changes, seed = opts.validation, opts.name, json.loads(opts.changes), opts.seed
     train, test = af.load_dataset("digits", "train"), af.load_dataset("digits", "test")
     train_x, train_y, test_x, test_y = train.images, train.labels, test.images, test.labels
     if validation:
@@ -60,9 +64,10 @@ def main() -> None:
     seconds = time.time() - t
     clean = clean_accuracy(model, test_x, test_y)
     robust = robust_accuracy(model, test_x, test_y, "l2", 1.0)
-    row = {"name": name, "seed": seed, "clean": clean, "robust": robust, "train_s": round(seconds, 1), "cfg": args[1],
-           "evaluated_on": "validation" if validation else "test", "attack": "APGD-CE + APGD-T x9, 100 steps"}
-    if "--autoattack" in sys.argv[1:]:
+    row = {"name": name, "seed": seed, "clean": clean, "robust": robust, "train_s": round(seconds, 1),
+           "cfg": opts.changes, "evaluated_on": "validation" if validation else "test",
+           "attack": "APGD-CE + APGD-T x9, 100 steps"}
+    if opts.autoattack:
         row["autoattack"] = autoattack_accuracy(model, test_x, test_y, "l2", 1.0)
     print(json.dumps(row), flush=True)
 
