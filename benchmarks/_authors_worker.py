@@ -196,6 +196,8 @@ def train_step_row(ours, theirs, x, y, xin, device, args) -> dict:
 def run(args) -> dict:
     device = resolve_device(args.device)
     if device.type == "cuda":
+        if device.index is None:  # "cuda" names no index, which set_device refuses
+            device = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(device)  # robustness's bare .cuda() calls go to the current device
     cl = args.channels_last
 
