@@ -1,12 +1,14 @@
 """Image-steps per second of candidate CIFAR networks on this machine: how the cifar10_cpu preset picks its net.
 
-    python benchmarks/cpu_networks.py [--archs resnet18:16 resnet9:16 resnet9:32] [--batch 256] [--record]
+    python benchmarks/cpu_networks.py [--archs resnet18:16 resnet9:16 resnet9:32] [--batch 256] [--layouts] [--bf16]
+        [--record]
 
 Per network (arch:width) it times, on random 3x32x32 inputs, the two kinds of step that fill a CPU run:
 - a training step (forward, backward to the weights, SGD update), the cost of every trained model;
 - an input-gradient step (forward, backward to the input only, the weights frozen), the cost of every attack,
   adversarial-training inner step and representation inversion;
-each in float32 and, with --layouts, channels_last. Prints images/s and appends to RESULTS.md with --record.
+each in float32 and, with --layouts, channels_last;
+with --bf16, also under bf16 autocast. Prints images/s and appends to RESULTS.md with --record.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import time
 import torch
 from _machine import append
 
+from advfeatures.device import autocast, bf16_is_fast
 from advfeatures.models import build_model
 
 
@@ -30,7 +33,7 @@ def _rate(step, batch: int, seconds: float = 4.0) -> float:
     return n * batch / (time.perf_counter() - t0)
 
 
-def measure(arch: str, width: int, batch: int, channels_last: bool) -> dict:
+def measure(arch: str, width: int, batch: int, channels_last: bool, bf16: bool = False) -> dict:
     torch.manual_seed(0)
     model = build_model(arch, in_channels=3, num_classes=10, image_size=32, width=width)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -39,17 +42,22 @@ def measure(arch: str, width: int, batch: int, channels_last: bool) -> dict:
     y = torch.randint(0, 10, (batch,))
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
+    cpu = torch.device("cpu")
+
     def train_step():
         model.train()
         opt.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(model(x), y).backward()
+        with autocast(cpu, bf16):
+            logits = model(x)
+        torch.nn.functional.cross_entropy(logits.float(), y).backward()
         opt.step()
 
     def input_step():
         model.eval()
         xa = x.clone().requires_grad_(True)
-        loss = torch.nn.functional.cross_entropy(model(xa), y)
-        torch.autograd.grad(loss, xa)
+        with autocast(cpu, bf16):
+            logits = model(xa)
+        torch.autograd.grad(torch.nn.functional.cross_entropy(logits.float(), y), xa)
 
     for p in model.parameters():
         p.requires_grad_(True)
@@ -58,8 +66,8 @@ def measure(arch: str, width: int, batch: int, channels_last: bool) -> dict:
         p.requires_grad_(False)
     attack = _rate(input_step, batch)
     params = sum(p.numel() for p in model.parameters())
-    return {"net": f"{arch}:{width}", "layout": "channels_last" if channels_last else "NCHW", "params": params,
-            "train": train, "input_grad": attack}
+    layout = ("channels_last" if channels_last else "NCHW") + (", bf16" if bf16 else "")
+    return {"net": f"{arch}:{width}", "layout": layout, "params": params, "train": train, "input_grad": attack}
 
 
 def main() -> None:
@@ -67,13 +75,18 @@ def main() -> None:
     ap.add_argument("--archs", nargs="+", default=["resnet18:16", "resnet9:16", "resnet9:24", "resnet9:32"])
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--layouts", action="store_true", help="also time channels_last")
+    ap.add_argument("--bf16", action="store_true",
+                    help="also time bf16 autocast (where this CPU runs bf16 natively: AVX512-BF16 or AMX)")
     ap.add_argument("--record", action="store_true", help="append the table to benchmarks/RESULTS.md")
     args = ap.parse_args()
+    if args.bf16 and not bf16_is_fast(torch.device("cpu")):
+        ap.error("this CPU has no native bf16 (AVX512-BF16 or AMX): bf16 autocast would be emulated")
     rows = []
     for spec in args.archs:
         arch, _, width = spec.partition(":")
-        for cl in (False, True) if args.layouts else (False,):
-            r = measure(arch, int(width or 64), args.batch, cl)
+        for cl, bf16 in [(cl, bf16) for cl in ((False, True) if args.layouts else (False,))
+                         for bf16 in ((False, True) if args.bf16 else (False,))]:
+            r = measure(arch, int(width or 64), args.batch, cl, bf16)
             rows.append(r)
             print(f"{r['net']:>14} {r['layout']:>13} {r['params'] / 1e6:6.2f}M params  train {r['train']:7.0f} img/s"
                   f"  input-grad {r['input_grad']:7.0f} img/s", flush=True)
@@ -82,7 +95,8 @@ def main() -> None:
               for r in rows]
     if args.record:
         append("CPU networks for the cifar10_cpu preset (benchmarks/cpu_networks.py)",
-               f"Batch {args.batch}, random 3x32x32 inputs, float32.\n\n" + "\n".join(table))
+               f"Batch {args.batch}, random 3x32x32 inputs, float32 unless the layout says bf16 (autocast)."
+               "\n\n" + "\n".join(table))
 
 
 if __name__ == "__main__":

@@ -50,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder of the authors' released CIFAR-10 datasets: train on them instead of constructing")
     r.add_argument("--full", action="store_true", help="every transfer architecture (slower)")
     r.add_argument("--no-theory", action="store_true", help="skip the Section 4 theory stage")
-    r.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
+    r.add_argument("--amp", action="store_true",
+                   help="bf16 autocast for training and construction (CUDA, or a CPU with AVX512-BF16/AMX); "
+                        "robust accuracy is always measured in float32")
     r.add_argument("--channels-last", action="store_true", help="channels_last memory format (GPU convolutions)")
     r.add_argument("--compile", nargs="?", const="inductor", default=False, metavar="BACKEND",
                    help="torch.compile every model (default backend inductor; pays off on GPU and long runs)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import torch
 
@@ -24,10 +25,31 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
     return device
 
 
+def bf16_is_fast(device: torch.device) -> bool:
+    """Whether `device` computes in bf16 natively: CUDA GPUs with bf16, CPUs with AVX512-BF16 or AMX.
+
+    Elsewhere bf16 is emulated and runs slower than float32 (measured on CPUs without those instructions), so
+    autocast stays off there.
+    """
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and _cpu_has_bf16()
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_has_bf16() -> bool:
+    capabilities = getattr(torch.cpu, "get_capabilities", None)  # recent torch
+    if capabilities is not None:
+        found = capabilities()
+        return bool(found.get("avx512_bf16") or found.get("amx_bf16"))
+    check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)  # older torch 2.x
+    return bool(check and check())
+
+
 def autocast(device: torch.device, enabled: bool):
-    """bf16 autocast on CUDA when enabled; a no-op elsewhere (CPU bf16 is slower for these small nets)."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+    """bf16 autocast when enabled and the device runs bf16 natively (`bf16_is_fast`); a no-op otherwise."""
+    if enabled and bf16_is_fast(device):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 

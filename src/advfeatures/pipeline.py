@@ -37,7 +37,7 @@ from .construct import (
 )
 from .data import as_tensors, load_dataset, load_dataset_file, save_dataset_file
 from .data.base import TensorImageDataset
-from .device import compile_model, resolve_device
+from .device import bf16_is_fast, compile_model, resolve_device
 from .distributed import ProcessGroup, gather_shards
 from .errors import BadInputError, CorruptFileError
 from .evaluation import clean_accuracy, predict, robust_accuracy, transfer_rate
@@ -198,6 +198,10 @@ class PresetRun:
         self.cache = StageCache(directory, log, self.group)
         self.released = data.get("released")
         self.features = getattr(self.train, "features", None)  # planted ground truth (synthetic only)
+        # bf16 for training and construction (where the device has it); evaluation stays float32, so a robust
+        # accuracy never depends on a lower-precision attack
+        self.amp = (options.amp or preset.amp) and bf16_is_fast(self.device)
+        self.channels_last = options.channels_last or preset.channels_last
 
     # -- models
     def model_path(self, name: str) -> Path:
@@ -208,8 +212,8 @@ class PresetRun:
 
     def fit(self, name: str, images, labels, config: TrainConfig, spec: ModelSpec | None = None):
         config = dataclasses.replace(
-            config, seed=config.seed + 1000 * self.seed, amp=self.opts.amp, compile=self.opts.compile,
-            channels_last=self.opts.channels_last,
+            config, seed=config.seed + 1000 * self.seed, amp=self.amp, compile=self.opts.compile,
+            channels_last=self.channels_last,
         )
         model, history = train_new_model(
             spec or self.p.model, images, labels, self.num_classes, config, mean=self.mean, std=self.std,
@@ -225,7 +229,7 @@ class PresetRun:
 
     def load(self, name: str):
         model = load_model(self.model_path(name), self.device)
-        if self.opts.channels_last:
+        if self.channels_last:
             model.to(memory_format=torch.channels_last)
         return compile_model(model, self.opts.compile) if self.opts.compile else model
 
@@ -233,7 +237,7 @@ class PresetRun:
         """Clean and full-strength robust accuracy at the threat model on the whole test set, and a curve over eps
         (the threat-model point of the curve is the full-strength number when the curve uses the whole test set)."""
         ev, threat = self.p.evaluation, self.p.threat
-        attack = dict(steps=ev.steps, restarts=ev.restarts, seed=self.seed, amp=self.opts.amp,
+        attack = dict(steps=ev.steps, restarts=ev.restarts, seed=self.seed, amp=False,
                       progress=self.opts.progress and self.group.is_main)
         out = {
             "clean": clean_accuracy(model, self.test_x, self.test_y),
@@ -315,6 +319,7 @@ class PresetRun:
         results["transfer"] = self.cache.run("transfer", lambda: self.transfer(standard))
         results["robust_source"] = self.cache.run("robust_source", lambda: self.robust_source(robust))
         results["seconds"] = dict(self.cache.seconds)
+        results["precision"] = "bf16 autocast (training, construction); float32 evaluation" if self.amp else "float32"
         return results
 
     def attack_check(self, acc: dict) -> dict:
@@ -342,7 +347,7 @@ class PresetRun:
 
     def build_all(self, standard, robust) -> dict:
         p, x, y = self.p, self.train_x, self.train_y
-        common = dict(seed=self.seed, amp=self.opts.amp, progress=self.opts.progress and self.group.is_main,
+        common = dict(seed=self.seed, amp=self.amp, progress=self.opts.progress and self.group.is_main,
                       shard=self.group.shard)
         inv = dict(steps=p.inversion.steps, step_size=p.inversion.step_size, start=p.inversion.start,
                    tolerance=p.inversion.tolerance, **common)
@@ -423,7 +428,7 @@ class PresetRun:
             ds = build_relabelled_dataset(
                 robust, self.train_x, self.train_y, mode=mode, num_classes=self.num_classes, norm=p.threat.norm,
                 eps=p.relabel.eps, steps=p.relabel.steps, step_size=p.relabel.step_size, seed=self.seed,
-                early_stop=p.relabel.early_stop, progress=self.opts.progress and self.group.is_main,
+                amp=self.amp, early_stop=p.relabel.early_stop, progress=self.opts.progress and self.group.is_main,
                 shard=self.group.shard,
             )
             ds.images = gather_shards(ds.images, self.group)
@@ -598,6 +603,7 @@ def reproduce(options: RunOptions, log: Callable[[str], None] = print) -> dict[s
             **aggregate(per_seed),
             "settings": p.as_dict(),
             "released": str(options.released) if options.released else None,
+            "precision": per_seed[0]["precision"],
             "seconds": {"total": time.perf_counter() - t0, "stages": per_seed[0]["seconds"]},
         }
         if theory is not None:

@@ -66,6 +66,9 @@ class Preset:
     dataset_options: dict = field(default_factory=dict)
     limit_train: int | None = None  # use only the first N training images (quick runs)
     limit_test: int | None = None
+    amp: bool = False  # bf16 autocast for training and construction where the device runs bf16 natively
+    # (device.bf16_is_fast); the evaluation always runs in float32. `reproduce --amp` turns it on for any preset.
+    channels_last: bool = False  # NHWC memory format (same numbers, faster convolutions); `--channels-last` likewise
     paper: dict = field(default_factory=dict)  # the paper's numbers to print beside ours
 
     def fingerprint(self) -> str:
