@@ -1,7 +1,8 @@
 """Preset `cifar10_cpu`: every stage of the paper on real CIFAR-10 on 2 CPU cores, in one to two hours.
 
 Run with `--data-root` pointing at a folder holding `cifar-10-batches-py/` (or `--download` when online). The
-paper's threat model is kept (L2 eps 0.5 for adversarial training and construction, 0.25 for evaluation); what
+paper's threat model is kept (L2 eps 0.5 for adversarial training and D_R / D_NR, 0.25 for evaluation) except for
+D_rand / D_det, built at eps 1.0 because eps 0.5 fools this weaker network too rarely (measured, see `relabel`); what
 shrinks is the scale, each choice below with its reason. Costs are in image-steps (one forward and backward of
 one image). On a CPU with native bf16 (AVX512-BF16 or AMX) a width-16 ResNet-9 in channels_last runs ~1,600
 training and ~2,200 input-gradient image-steps per second under bf16 autocast, and ~900 input-gradient steps in
@@ -52,8 +53,13 @@ def preset() -> Preset:
         # paper C.4: normalised steps of 0.1 from another training image; 100 steps instead of 1000 (the
         # calibration in the issue saw D_R's robustness well above D_NR's already at 100)
         inversion=InversionConfig(steps=100, step_size=0.1, start="image"),
-        # paper C.5: targeted L2 PGD at eps 0.5, 100 steps of 0.1
-        relabel=RelabelConfig(eps=0.5, steps=100, step_size=0.1),
+        # paper C.5: targeted L2 PGD, 100 steps, but at eps 1.0 (steps of 0.2), not 0.5: a measured departure. At
+        # eps 0.5 the targeted attack reached its target on only 61% of the training images against this 73%-clean
+        # network (the paper's 95% ResNet-50 is fooled almost always), so 39% of D_det was original images under a
+        # wrong label. At eps 1.0: 97% success, and the robust model still reads the original class as often (71%
+        # vs 71%, target 4%), so no robust target features leak in. On held-out training images 5000..5999, seed 0:
+        # D_rand 31.5 -> 35.4%, D_det 15.8 -> 25.6% (benchmarks/RESULTS.md, "cifar10_cpu")
+        relabel=RelabelConfig(eps=1.0, steps=100, step_size=0.2),
         # The APGD cascade at AutoAttack's settings on all N_TEST test images, the curve's other radii on the same
         # images (so the threat-model point is not attacked twice); the AutoAttack check on 200 (its Square and
         # FAB-T runs cost minutes per robust model on a CPU).
