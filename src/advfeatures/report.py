@@ -379,7 +379,7 @@ def _sections(r: dict) -> list[tuple[str, list[str], list[list[str]]]]:
         sections.append(("Feature audit (planted ground truth)", AUDIT_HEADER, audit_rows(r)))
     if r.get("attack_check", {}).get("models"):
         ac = r["attack_check"]
-        title = f"Attack check on {ac['images']} test images: {ac['attack']}"
+        title = f"Attack check on {ac['images']:g} test images: {ac['attack']}"
         sections.append((title, ["model", "default evaluation", "check", "default - check (points)", "verdict"],
                          attack_check_rows(r)))
     if r.get("transfer"):
