@@ -36,8 +36,10 @@ inputs, while robustness and torchattacks get NCHW inputs and an NCHW input grad
 `.view()` the gradient, which fails on channels_last tensors (see NCHWInputGrad in the worker).
 
 The first run creates a virtual environment (--venv, default benchmarks/.venv-authors) with
-`python -m venv --system-site-packages`, so it reuses the installed torch, torchvision and advfeatures,
-and pip-installs robustness==1.2.1.post2 and torchattacks==3.5.1 into it; the measurements run there in
+`python -m venv --system-site-packages` and links it to this interpreter's packages (a .pth file adding this
+interpreter's site-packages when it is itself a virtual environment, whose packages --system-site-packages alone
+does not show, and the folder advfeatures is imported from), so it reuses the installed torch, torchvision and
+advfeatures, and pip-installs robustness==1.2.1.post2 and torchattacks==3.5.1 into it; the measurements run there in
 benchmarks/_authors_worker.py, which prints one JSON object. Prints a table and appends it, with the machine
 and the library versions, to benchmarks/RESULTS.md. Exit status 2 when the environment cannot be set up.
 """
@@ -46,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import site
 import subprocess
 import sys
 import time
@@ -54,6 +57,7 @@ from pathlib import Path
 import torch
 from _machine import append
 
+import advfeatures
 from advfeatures.device import resolve_device
 from advfeatures.errors import BadInputError
 
@@ -64,6 +68,7 @@ PINS = {"robustness": "1.2.1.post2", "torchattacks": "3.5.1"}
 # What robustness imports when its attacker, models and datasets modules load (for the --no-deps fallback,
 # used when one of its many declared dependencies cannot be installed).
 IMPORT_TIME_DEPS = ["dill", "pandas", "tensorboardX", "tqdm", "scipy", "numpy"]
+PARENT_PTH = "_advfeatures_parent.pth"  # in the authors' environment: this interpreter's package folders
 
 
 class SetupError(RuntimeError):
@@ -88,9 +93,9 @@ def venv_python(venv: Path) -> Path:
     return venv / "bin" / "python"
 
 
-def installed_versions(python: Path) -> dict[str, str] | None:
+def installed_versions(python: Path, pins: dict[str, str] = PINS) -> dict[str, str] | None:
     code = ("import importlib.metadata as m, json; "
-            f"print(json.dumps({{n: m.version(n) for n in {sorted(PINS)!r}}}))")
+            f"print(json.dumps({{n: m.version(n) for n in {sorted(pins)!r}}}))")
     result = _run([str(python), "-c", code], "checking the authors' environment")
     if result.returncode != 0:
         return None
@@ -104,8 +109,31 @@ def pip(python: Path, *args: str) -> subprocess.CompletedProcess:
     return _run([str(python), "-m", "pip", "install", "--disable-pip-version-check", *args], "pip")
 
 
-def ensure_venv(venv: Path) -> Path:
-    """Create the authors' environment if missing and install the pinned libraries; returns its python."""
+def parent_package_folders() -> list[str]:
+    """Where this interpreter finds packages that a `--system-site-packages` environment made from it would not
+    see: its own site-packages when it is a virtual environment (the new environment sees the base interpreter's
+    instead), and the folder advfeatures is imported from (an editable install's src/, or a PYTHONPATH entry)."""
+    folders = site.getsitepackages() if sys.prefix != sys.base_prefix else []
+    folders.append(str(Path(advfeatures.__file__).resolve().parents[1]))
+    return list(dict.fromkeys(folders))
+
+
+def link_parent_environment(python: Path) -> None:
+    """Add this interpreter's package folders to the authors' environment with a .pth file (site.addsitedir, so
+    editable installs' own .pth files there work too); rewritten on every run, so an old environment is fixed."""
+    result = _run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                  "finding the authors' environment's site-packages")
+    if result.returncode != 0:
+        raise SetupError(f"could not run {python}:\n{_tail(result.stdout)}")
+    purelib = Path(result.stdout.strip().splitlines()[-1])
+    purelib.mkdir(parents=True, exist_ok=True)
+    lines = [f"import site; site.addsitedir({folder!r})" for folder in parent_package_folders()]
+    (purelib / PARENT_PTH).write_text("\n".join(lines) + "\n")
+
+
+def ensure_venv(venv: Path, pins: dict[str, str] = PINS, fallback_deps: list[str] = IMPORT_TIME_DEPS) -> Path:
+    """Create the authors' environment if missing, link it to this interpreter's packages and install the pinned
+    libraries; returns its python."""
     python = venv_python(venv)
     if not python.exists():
         print(f"creating {venv} (python -m venv --system-site-packages) ...", file=sys.stderr)
@@ -113,10 +141,11 @@ def ensure_venv(venv: Path) -> Path:
         if result.returncode != 0 or not venv_python(venv).exists():
             raise SetupError(f"could not create the virtual environment {venv}:\n{_tail(result.stdout)}")
         python = venv_python(venv)
-    wanted = dict(PINS)
-    if installed_versions(python) == wanted:
+    link_parent_environment(python)
+    wanted = dict(pins)
+    if installed_versions(python, pins) == wanted:
         return python
-    specs = [f"{name}=={pin}" for name, pin in PINS.items()]
+    specs = [f"{name}=={pin}" for name, pin in pins.items()]
     print(f"installing {' '.join(specs)} into {venv} ...", file=sys.stderr)
     result = pip(python, *specs)
     if result.returncode != 0:
@@ -124,10 +153,10 @@ def ensure_venv(venv: Path) -> Path:
               "retrying with --no-deps plus what robustness imports at run time ...", file=sys.stderr)
         result = pip(python, "--no-deps", *specs, "cox")
         if result.returncode == 0:
-            result = pip(python, *IMPORT_TIME_DEPS)
+            result = pip(python, *fallback_deps)
         if result.returncode != 0:
             raise SetupError(f"pip failed to install {' '.join(specs)} into {venv}:\n{_tail(result.stdout)}")
-    found = installed_versions(python)
+    found = installed_versions(python, pins)
     if found != wanted:
         raise SetupError(f"{venv}: expected {wanted} after pip install, found {found}")
     return python

@@ -48,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--download", action="store_true", help="download missing real datasets into --data-root")
     r.add_argument("--released", type=Path,
                    help="folder of the authors' released CIFAR-10 datasets: train on them instead of constructing")
+    r.add_argument("--standard-model", type=Path, metavar="MODEL.safetensors",
+                   help="use this advfeatures checkpoint as D (the standard source) instead of training it: it is "
+                   "evaluated, and D_NR, D_rand, D_det and the transfer study are built from it; same for every seed")
+    r.add_argument("--robust-model", type=Path, metavar="MODEL.safetensors",
+                   help="use this checkpoint as D_adv (the robust source: D_R, Table 9) instead of training it; "
+                   "other libraries' files: convert with `advfeatures import-model` first")
     r.add_argument("--full", action="store_true", help="every transfer architecture (slower)")
     r.add_argument("--no-theory", action="store_true", help="skip the Section 4 theory stage")
     r.add_argument("--amp", action="store_true",
@@ -110,6 +116,23 @@ def build_parser() -> argparse.ArgumentParser:
     th = sub.add_parser("theory", help="Section 4: Gaussian model, Theorems 1-3, Figure 4", epilog=EPILOG)
     th.add_argument("--out", type=Path, default=Path("runs/theory"))
     th.add_argument("--seed", type=int, default=0)
+
+    im = sub.add_parser(
+        "import-model", epilog=EPILOG,
+        help="turn a MadryLab robustness or RobustBench checkpoint into an advfeatures one, without running it",
+        description="Read SRC with torch.load(weights_only=True) only (a pickle that needs code is refused, unrun), "
+        "match it key for key to one of our architectures, and write an ordinary advfeatures checkpoint, "
+        "normalisation included, that load_model and every command accept.",
+    )
+    im.add_argument("src", type=Path, help="the checkpoint: robustness's checkpoint.pt(.best) or a RobustBench .pt")
+    im.add_argument("--out", type=Path, required=True, help="where to write the .safetensors model")
+    im.add_argument("--from", dest="library", choices=("robustness", "robustbench"),
+                    help="the library that wrote SRC (default: detected from its keys)")
+    im.add_argument("--arch", choices=("resnet18", "resnet50", "wide_resnet"),
+                    help="our architecture for it (default: detected from its keys)")
+    im.add_argument("--dataset", choices=("cifar10", "restricted_imagenet"),
+                    help="what it classifies: input size and classes (default: cifar10, or restricted_imagenet "
+                    "for a 7x7-stem ImageNet ResNet)")
     return parser
 
 
@@ -215,6 +238,13 @@ def cmd_theory(args) -> None:
     print(f"theory figures in {args.out}: {', '.join(result.get('figures', []))}")
 
 
+def cmd_import_model(args) -> None:
+    from .interop import import_checkpoint
+
+    imported = import_checkpoint(args.src, args.out, library=args.library, arch=args.arch, dataset=args.dataset)
+    print(f"imported {imported.summary()}; saved {args.out}")
+
+
 def cmd_reproduce(args) -> None:
     from .distributed import init_from_environment, shutdown
     from .pipeline import Overrides, RunOptions, reproduce
@@ -228,7 +258,7 @@ def cmd_reproduce(args) -> None:
         out=args.out, presets=presets, seeds=args.seeds, device=args.device, data_root=args.data_root,
         download=args.download, released=args.released, full=args.full, theory=not args.no_theory, amp=args.amp,
         progress=not args.no_progress, compile=args.compile, channels_last=args.channels_last,
-        autoattack=args.autoattack,
+        autoattack=args.autoattack, standard_model=args.standard_model, robust_model=args.robust_model,
         overrides=Overrides(limit=args.limit, epochs=args.epochs, steps=args.steps, eval_restarts=args.eval_restarts,
                             eval_targets=args.eval_targets, width=args.width, quick=args.quick),
     )
@@ -239,7 +269,8 @@ def cmd_reproduce(args) -> None:
         shutdown(group)
 
 
-COMMANDS = {"reproduce": cmd_reproduce, "train": cmd_train, "evaluate": cmd_evaluate, "theory": cmd_theory}
+COMMANDS = {"reproduce": cmd_reproduce, "train": cmd_train, "evaluate": cmd_evaluate, "theory": cmd_theory,
+            "import-model": cmd_import_model}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -44,6 +44,7 @@ from .evaluation import clean_accuracy, predict, robust_accuracy, transfer_rate
 from .io import load_tensors, read_json, write_json_atomic
 from .models import load_model, save_model
 from .presets import DEFAULT_PRESETS, Preset, get_preset
+from .stages.given_sources import check_installed, fingerprint_suffix, inspect_given_model, install, sources_record
 from .training import ModelSpec, TrainConfig, channel_stats, train_new_model
 
 TRAINED_SETS = ("D_R", "D_NR", "D_rand", "D_det")
@@ -76,6 +77,8 @@ class RunOptions:
     data_root: str | None = None
     download: bool = False
     released: Path | None = None
+    standard_model: Path | None = None  # a checkpoint to use as D instead of training it (stages/given_sources.py)
+    robust_model: Path | None = None  # a checkpoint to use as D_adv instead of training it
     full: bool = False  # all transfer architectures
     theory: bool = True
     amp: bool = False
@@ -197,6 +200,7 @@ class PresetRun:
         self.mean, self.std = channel_stats(self.train.images)
         self.cache = StageCache(directory, log, self.group)
         self.released = data.get("released")
+        self.given = data.get("given", {})  # {"D" / "D_adv": GivenModel}: sources used instead of trained
         self.features = getattr(self.train, "features", None)  # planted ground truth (synthetic only)
         # bf16 for training and construction (where the device has it); evaluation stays float32, so a robust
         # accuracy never depends on a lower-precision attack
@@ -267,6 +271,21 @@ class PresetRun:
 
         return self.cache.run(name, compute, validate=lambda: load_model(self.model_path(name)))
 
+    def source(self, name: str, config: TrainConfig) -> dict:
+        """D or D_adv: trained here, or the given checkpoint (--standard-model / --robust-model) evaluated."""
+        if name not in self.given:
+            return self.train_and_evaluate(name, self.train_x, self.train_y, config)
+        given, path = self.given[name], self.model_path(name)
+
+        def compute():
+            if self.group.is_main:
+                install(given, path)  # the run's own byte-for-byte copy: what every later stage loads
+                (self.dir / "stages" / f"{name}.json").unlink(missing_ok=True)  # never a trained record for it
+            self.group.barrier()
+            return {**self.evaluate(self.load(name)), "given": given.record()}
+
+        return self.cache.run(f"given_{name}", compute, validate=lambda: check_installed(given, path))
+
     # -- constructed datasets
     def constructed(self, name: str, build: Callable[[], ConstructedDataset], diagnose: Callable) -> dict:
         path = self.dataset_path(name)
@@ -303,8 +322,8 @@ class PresetRun:
     def run(self) -> dict:
         p, results = self.p, {"accuracy": {}, "construction": {}}
         acc = results["accuracy"]
-        acc["D"] = self.train_and_evaluate("D", self.train_x, self.train_y, p.train)
-        acc["D_adv"] = self.train_and_evaluate("D_adv", self.train_x, self.train_y, p.adversarial_train)
+        acc["D"] = self.source("D", p.train)
+        acc["D_adv"] = self.source("D_adv", p.adversarial_train)
         standard, robust = self.load("D"), self.load("D_adv")
         if self.features is not None:
             results["audit"] = {"D": self.audit(self.train_x, self.train_y)}
@@ -405,7 +424,9 @@ class PresetRun:
                           "architecture_set": "full" if self.opts.full else "default subset (--full runs all)"}}
         for spec in archs:
             key = spec.arch + "".join(f"_{k}{v}" for k, v in sorted(spec.options.items()) if k != "width")
-            if spec == p.model:  # the source architecture: its own D and D_det models (the paper's 100% point)
+            # the source architecture: its own D and D_det models (the paper's 100% point); a given D
+            # (--standard-model) may be another architecture, so then every architecture trains its own D
+            if spec == p.model and "D" not in self.given:
                 key += " (source)"
                 on_d, on_det = standard, self.load("D_det")
             else:
@@ -455,6 +476,10 @@ def load_preset_data(preset: Preset, options: RunOptions) -> dict:
     data = {"train": train, "test": test, "num_classes": num_classes}
     if options.released:
         data["released"] = load_released(Path(options.released), num_classes, train.image_shape, preset.limit_train)
+    if options.standard_model or options.robust_model:
+        paths = {"D": options.standard_model, "D_adv": options.robust_model}
+        data["given"] = {name: inspect_given_model(name, path, train.image_shape, num_classes, preset.name)
+                         for name, path in paths.items() if path}
     return data
 
 
@@ -495,8 +520,11 @@ def check_out_dir(out: Path, fingerprints: dict[str, str], write_probe: bool = T
         previous = read_json(manifest).get("presets", {})
         for name, fp in fingerprints.items():
             if name in previous and previous[name] != fp:
+                what = "different settings"
+                if previous[name].split("-given-")[0] == fp.split("-given-")[0]:  # only the sources differ
+                    what = "other D / D_adv sources (trained vs --standard-model / --robust-model, or other files)"
                 raise BadInputError(
-                    f"{out / name} was produced with different settings; use another --out, or delete {out / name}"
+                    f"{out / name} was produced with {what}; use another --out, or delete {out / name}"
                 )
     if not write_probe:
         return
@@ -575,7 +603,8 @@ def reproduce(options: RunOptions, log: Callable[[str], None] = print) -> dict[s
         require_autoattack()  # before any long work
     data = {p.name: load_preset_data(p, options) for p in presets}  # every input checked before any write
     out = Path(options.out)
-    fingerprints = {p.name: p.fingerprint() + ("-released" if options.released else "") for p in presets}
+    fingerprints = {p.name: p.fingerprint() + ("-released" if options.released else "")
+                    + fingerprint_suffix(data[p.name].get("given", {})) for p in presets}
     check_out_dir(out, fingerprints, write_probe=group.is_main)
     group.barrier()  # every rank has checked --out before rank 0 writes to it
     manifest = out / "run.json"
@@ -603,6 +632,7 @@ def reproduce(options: RunOptions, log: Callable[[str], None] = print) -> dict[s
             **aggregate(per_seed),
             "settings": p.as_dict(),
             "released": str(options.released) if options.released else None,
+            "sources": sources_record(data[p.name].get("given", {}), options.seeds),
             "precision": per_seed[0]["precision"],
             "seconds": {"total": time.perf_counter() - t0, "stages": per_seed[0]["seconds"]},
         }

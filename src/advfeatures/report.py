@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from .io import atomic_path, write_text_atomic  # noqa: E402
+from .stages.given_sources import describe_sources  # noqa: E402
 
 SETS = ("D", "D_adv", "D_R", "D_NR", "D_rand", "D_det", "D_det_unleaked")
 DESCRIPTIONS = {
@@ -54,8 +55,12 @@ def accuracy_rows(r: dict) -> list[list[str]]:
         robust = _pct(e["robust"]) + _spread(e, "robust_std")
         if "autoattack" in e:
             robust += f" (AutoAttack {_pct(e['autoattack'])})"
+        source = r.get("sources", {}).get(name, {})
+        what = DESCRIPTIONS.get(name, "")
+        if source.get("origin") == "given":
+            what = f"given ({source['flag']}, sha256 {source['sha256_short']}), not trained here: evaluated only"
         rows.append([name, _pct(e["clean"]) + _spread(e, "clean_std"), robust,
-                     _pct(p.get("clean")), _pct(p.get("robust")), DESCRIPTIONS.get(name, "")])
+                     _pct(p.get("clean")), _pct(p.get("robust")), what])
     return rows
 
 
@@ -344,6 +349,10 @@ def write_report(out: Path, all_results: dict[str, dict], theory: dict | None) -
                   f"seeds: {len(r['seeds'])}; total {r['seconds']['total']:.0f}s.\n")
         body.append(f"<h2>{html.escape(name)}</h2><p>Threat model: {r['threat_model']['norm'].upper()} eps "
                     f"{r['threat_model']['eps']:g}; seeds: {len(r['seeds'])}; total {r['seconds']['total']:.0f}s.</p>")
+        sources = describe_sources(r.get("sources", {}))
+        if sources:
+            md.append(sources + "\n")
+            body.append(f"<p>{html.escape(sources)}</p>")
         for title, header, rows in sections:
             md += [f"### {title}\n", _md_table(header, rows)]
             body.append(f"<h3>{html.escape(title)}</h3>{_html_table(header, rows)}")

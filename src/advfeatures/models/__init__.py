@@ -13,6 +13,7 @@ from ..io import load_tensors, save_tensors
 from .base import ImageClassifier
 from .cifar import VGG16BN, DenseNet121, InceptionNet, ResNet9, ResNet18, ResNet50
 from .small import MLP, SmallCNN, TinyResNet, WideCNN
+from .wide_resnet import WideResNet
 
 CHECKPOINT_FORMAT = "advfeatures-model-v1"
 
@@ -27,6 +28,7 @@ MODELS: dict[str, Callable[..., ImageClassifier]] = {
     "vgg16_bn": VGG16BN,
     "densenet121": DenseNet121,
     "inception": InceptionNet,
+    "wide_resnet": WideResNet,
 }
 
 

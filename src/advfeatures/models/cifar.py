@@ -7,6 +7,11 @@ adaptation of the ImageNet designs: a 3x3 stride-1 stem, the grid reduced only i
 global average pooling, then one linear layer. Pooling adapts to the input, so the same code runs on 32x32
 CIFAR, 16x16 and 8x8 images and on one-channel inputs. `width` scales every channel count, so tests and CPU
 quick runs can use a tiny copy of the same topology; the default width gives the standard network.
+
+ResNet-18 and ResNet-50 are, operation for operation, the CIFAR ResNets of the paper authors' `robustness`
+library and of RobustBench (with stem "imagenet": robustness's ImageNet ones, torchvision's layout); on 32x32
+inputs their `avg_pool2d(out, 4)` is our global pooling. `advfeatures.interop` imports their checkpoints, with
+`clamp_input=True` for robustness's, whose normaliser clamps inputs to [0, 1] first.
 """
 
 from __future__ import annotations
@@ -115,9 +120,9 @@ class CifarResNet(ImageClassifier):
     def __init__(
         self, in_channels: int, num_classes: int, block: type[BasicBlock] | type[Bottleneck],
         layers: Sequence[int], mean: Sequence[float] | None, std: Sequence[float] | None, width: int,
-        stem: str = "cifar",
+        stem: str = "cifar", clamp_input: bool = False,
     ):
-        super().__init__(in_channels, *cifar_stats(in_channels, mean, std))
+        super().__init__(in_channels, *cifar_stats(in_channels, mean, std), clamp_input=clamp_input)
         _check_width(type(self).__name__, width)
         if stem not in ("cifar", "imagenet"):
             raise BadInputError(f"{type(self).__name__}: stem must be 'cifar' or 'imagenet', got {stem!r}")
@@ -143,9 +148,9 @@ class ResNet18(CifarResNet):
 
     def __init__(
         self, in_channels: int, num_classes: int, image_size: int, mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None, width: int = 64, stem: str = "cifar",
+        std: Sequence[float] | None = None, width: int = 64, stem: str = "cifar", clamp_input: bool = False,
     ):
-        super().__init__(in_channels, num_classes, BasicBlock, (2, 2, 2, 2), mean, std, width, stem)
+        super().__init__(in_channels, num_classes, BasicBlock, (2, 2, 2, 2), mean, std, width, stem, clamp_input)
 
 
 class ResNet50(CifarResNet):
@@ -153,9 +158,9 @@ class ResNet50(CifarResNet):
 
     def __init__(
         self, in_channels: int, num_classes: int, image_size: int, mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None, width: int = 64, stem: str = "cifar",
+        std: Sequence[float] | None = None, width: int = 64, stem: str = "cifar", clamp_input: bool = False,
     ):
-        super().__init__(in_channels, num_classes, Bottleneck, (3, 4, 6, 3), mean, std, width, stem)
+        super().__init__(in_channels, num_classes, Bottleneck, (3, 4, 6, 3), mean, std, width, stem, clamp_input)
 
 
 # -------------------------------------------------------------------------------------------------- ResNet-9
