@@ -47,6 +47,14 @@ def _worker(rank: int, port: int, path: str):
     inverted, relabelled, labels = _build(ProcessGroup(rank, 2))
     if rank == 0:
         torch.save({"inverted": inverted, "relabelled": relabelled, "labels": labels}, path)
+    _teardown()
+
+
+def _teardown() -> None:
+    """Both ranks reach this point before either tears gloo down: a rank that destroys its group while the other
+    is still using the connection was seen to abort the other (SIGABRT, "terminate called without an active
+    exception") once in CI."""
+    dist.barrier()
     dist.destroy_process_group()
 
 
@@ -87,7 +95,7 @@ def _diverging_worker(rank: int, port: int, out: str):
         message = str(err)
     with open(f"{out}.{rank}", "w") as f:
         f.write(message)
-    dist.destroy_process_group()
+    _teardown()
 
 
 def test_divergence_on_one_rank_stops_every_rank(tmp_path):
