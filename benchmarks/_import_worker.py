@@ -77,22 +77,36 @@ def perturb_batchnorm(model: torch.nn.Module, seed: int) -> None:
                 m.running_var.mul_(0.8 + 0.4 * torch.rand(m.running_var.shape, generator=g))
 
 
-def compare(name: str, reference: str, theirs_fn, ours, images: dict[str, torch.Tensor]) -> dict:
-    """Max abs differences of logits and representation, per input set; argmax agreement."""
+def compare(name: str, reference: str, theirs: torch.nn.Module, theirs_fn, ours: torch.nn.Module,
+            images: dict[str, torch.Tensor]) -> dict:
+    """Max abs differences of logits and representation, per input set and precision; argmax agreement.
+
+    float32 is what both libraries run; float64 (both models cast, the same inputs) takes rounding out of the
+    comparison, so any difference left there is a mapping error (a wrong buffer, eps, clamp or normalisation)
+    whatever the scale of the logits."""
     row = {"name": name, "reference": reference, "checks": []}
-    for label, x in images.items():
-        with torch.no_grad():
-            t_logits, t_rep = theirs_fn(x)
-            o_logits, o_rep = ours(x), ours.representation(x)
-        row["checks"].append({
+    for dtype in (torch.float32, torch.float64):
+        if dtype == torch.float64:
+            theirs, ours = theirs.double(), ours.double()
+        for label, x in images.items():
+            row["checks"].append(_check(f"{label}, {str(dtype).removeprefix('torch.')}", theirs_fn, ours,
+                                        x.to(dtype)))
+    theirs.float(), ours.float()
+    return row
+
+
+def _check(label: str, theirs_fn, ours, x: torch.Tensor) -> dict:
+    with torch.no_grad():
+        t_logits, t_rep = theirs_fn(x)
+        o_logits, o_rep = ours(x), ours.representation(x)
+    return {
             "inputs": label, "n": int(x.shape[0]),
             "logits_max_abs_diff": float((o_logits - t_logits).abs().max()),
             "logits_max_abs": float(t_logits.abs().max()),
             "representation_max_abs_diff": float((o_rep - t_rep).abs().max()),
             "representation_max_abs": float(t_rep.abs().max()),
             "argmax_agree": float((o_logits.argmax(1) == t_logits.argmax(1)).float().mean()),
-        })
-    return row
+    }
 
 
 def with_linear_input(model: torch.nn.Module, linear: torch.nn.Linear):
@@ -120,7 +134,7 @@ def robustness_row(args, work: Path, images: dict[str, torch.Tensor]) -> tuple[d
     with cuda_calls_stay(CPU):
         model, _ = make_and_restore_model(arch="resnet50", dataset=dataset)
     model = torch.nn.DataParallel(model)  # as train_model does; on a CPU it just calls the module
-    train_args = types.SimpleNamespace(lr=0.1, momentum=0.9, weight_decay=5e-4, mixed_precision=False,
+    train_args = types.SimpleNamespace(lr=args.lr, momentum=0.9, weight_decay=5e-4, mixed_precision=False,
                                        custom_lr_multiplier=None, lr_interpolation="step", step_lr=50,
                                        step_lr_gamma=0.1, epochs=150)
     opt, schedule = make_optimizer_and_schedule(train_args, model, None, None)
@@ -157,7 +171,7 @@ def robustness_row(args, work: Path, images: dict[str, torch.Tensor]) -> tuple[d
         return theirs(x, with_latent=True, with_image=False)
 
     row = compare("robustness CIFAR ResNet-50 (dill checkpoint, make_and_restore_model)",
-                  "robustness make_and_restore_model(resume_path=...)", theirs_fn, ours, images)
+                  "robustness make_and_restore_model(resume_path=...)", theirs, theirs_fn, ours, images)
     row.update(file_mb=path.stat().st_size / 2**20, summary=imported.summary(),
                top_level_keys=sorted(map(str, checkpoint)), state_keys=len(sd_info["model"]),
                optimizer_buffers=len(opt.state_dict()["state"]))
@@ -234,7 +248,7 @@ def robustbench_rows(args, work: Path, images: dict[str, torch.Tensor], classifi
     torch.save(net.state_dict(), path)
     theirs, loader = reference("Engstrom2019Robustness", "L2", net)
     imported = import_checkpoint(path, work / "engstrom.safetensors")
-    rows.append(compare("RobustBench Engstrom2019Robustness (ResNet-50, mu/sigma)", loader,
+    rows.append(compare("RobustBench Engstrom2019Robustness (ResNet-50, mu/sigma)", loader, theirs,
                         with_linear_input(theirs, theirs.linear), load_model(work / "engstrom.safetensors"),
                         {k: v for k, v in images.items() if k == "in [0, 1]"}))
     rows[-1]["summary"] = imported.summary()
@@ -249,7 +263,7 @@ def robustbench_rows(args, work: Path, images: dict[str, torch.Tensor], classifi
     theirs, loader = reference("Standard", "Linf", wrn)
     imported = import_checkpoint(path, work / "standard.safetensors")
     small = {k: v[: args.wrn_batch] for k, v in images.items() if k == "in [0, 1]"}
-    rows.append(compare("RobustBench Standard (WRN-28-10)", loader, with_linear_input(theirs, theirs.fc),
+    rows.append(compare("RobustBench Standard (WRN-28-10)", loader, theirs, with_linear_input(theirs, theirs.fc),
                         load_model(work / "standard.safetensors"), small))
     rows[-1]["summary"] = imported.summary()
     return rows, how
@@ -268,7 +282,7 @@ def run(args) -> dict:
     rows += rb_rows
     return {
         "torch_threads": torch.get_num_threads(), "batch": args.batch, "wrn_batch": args.wrn_batch,
-        "train_steps": args.train_steps, "robustbench_source": how, "rows": rows,
+        "train_steps": args.train_steps, "lr": args.lr, "robustbench_source": how, "rows": rows,
         "versions": {"torch": torch.__version__, "robustness": version("robustness"), "dill": version("dill"),
                      "robustbench": version("robustbench"), "advfeatures": version("advfeatures")},
     }
@@ -283,6 +297,7 @@ def main() -> None:
     ap.add_argument("--train-batch", type=int, default=8)
     ap.add_argument("--attack-steps", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--lr", type=float, default=0.01)
     args = ap.parse_args()
     stdout, sys.stdout = sys.stdout, sys.stderr  # anything the libraries print goes to stderr; stdout is the JSON
     try:

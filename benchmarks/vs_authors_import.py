@@ -15,8 +15,15 @@ benchmarks/_import_worker.py:
 2. saves RobustBench's `Engstrom2019RobustnessNet` (same weights, mu / sigma buffers) and a WRN-28-10 `Standard`
    as state dicts where RobustBench's `load_model` finds them, and reads them back with it as the references;
 3. imports every file with `advfeatures.interop.import_checkpoint` (weights_only, no dill) and reloads it with
-   `load_model`; compares logits and the representation on the same random images. The bar: max abs
-   difference <= 1e-4 everywhere.
+   `load_model`; compares logits and the representation on the same random images, in float32 (what both run)
+   and with both models cast to float64 (rounding taken out: what is left there is a mapping error). The bar:
+   max abs difference <= 1e-4 everywhere.
+
+The training steps exist to fill the optimizer and schedule state a real checkpoint carries. They run at lr 0.01:
+at their CIFAR default of 0.1, two steps on random images blow the untrained head up to logits ~1e3-1e4, where
+one float32 spacing is already ~1e-4 and two correct implementations that sum in a different order differ by
+4.9e-4 (measured; the same checkpoint agrees to 1.8e-12 in float64). At lr 0.01 the logits are ~40-250, the
+scale of a trained model's. `--lr 0.1` reproduces the other case.
 
 Prints a table and appends it, with the machine and the versions, to benchmarks/RESULTS.md. Exit status 0 when
 every difference is within the bar, 1 when one is not or the worker fails, 2 when the environment cannot be set
@@ -44,15 +51,18 @@ PINS = {"robustness": "1.2.1.post2"}
 ROBUSTBENCH = "robustbench==1.1.1"
 # robustbench 1.1.1's declared dependencies that the package registry has (its `autoattack` is a git URL)
 ROBUSTBENCH_DEPS = ["timm==1.0.9", "gdown==5.1.0", "geotorch", "torchdiffeq", "pyyaml", "Jinja2", "requests", "pandas"]
+# robustbench/loaders.py imports pkg_resources, which setuptools 81 removed
+SETUPTOOLS = "setuptools<81"
 TOLERANCE = 1e-4
 
 
 def ensure_environment(venv: Path) -> Path:
     python = ensure_venv(venv, PINS)
-    if installed_versions(python, {"dill": ""}) is None:
-        result = pip(python, "dill")
-        if result.returncode != 0:
-            raise SetupError(f"pip could not install dill into {venv}:\n{_tail(result.stdout)}")
+    for requirement, module in (("dill", "dill"), (SETUPTOOLS, "pkg_resources")):
+        if not _importable(python, module):
+            result = pip(python, requirement)
+            if result.returncode != 0:
+                raise SetupError(f"pip could not install {requirement} into {venv}:\n{_tail(result.stdout)}")
     if installed_versions(python, {"robustbench": ""}) is None:
         print(f"installing {ROBUSTBENCH} (--no-deps) and its registry dependencies into {venv} ...", file=sys.stderr)
         result = pip(python, "--no-deps", ROBUSTBENCH)
@@ -67,10 +77,14 @@ def ensure_environment(venv: Path) -> Path:
     return python
 
 
+def _importable(python: Path, module: str) -> bool:
+    return subprocess.run([str(python), "-c", f"import {module}"], capture_output=True).returncode == 0
+
+
 def run_worker(python: Path, args) -> dict:
     with tempfile.TemporaryDirectory(prefix="vs_authors_import.") as work:
         cmd = [str(python), str(WORKER), "--workdir", work, "--batch", str(args.batch),
-               "--wrn-batch", str(args.wrn_batch)]
+               "--wrn-batch", str(args.wrn_batch), "--lr", str(args.lr)]
         result = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)  # the worker's stderr goes to ours
     if result.returncode != 0:
         raise RuntimeError(f"the worker failed (exit {result.returncode}); see its messages above")
@@ -102,7 +116,8 @@ def report(result: dict) -> tuple[str, float]:
     lines += ["", f"The robustness checkpoint: {first['file_mb']:.1f} MiB, top-level keys "
               f"{', '.join(first['top_level_keys'])}; {first['state_keys']} tensors in its state dict "
               f"(module.model.*, module.attacker.model.*, normalizer buffers), {first['optimizer_buffers']} "
-              f"momentum buffers after {result['train_steps']} of their adversarial training steps. "
+              f"momentum buffers after {result['train_steps']} of their adversarial training steps at lr "
+              f"{result.get('lr', 0.1):g}. "
               f"Worst difference: {worst:.2e} (bar: {TOLERANCE:g})."]
     return "\n".join(lines), worst
 
@@ -111,6 +126,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=16, help="images compared for the ResNet-50s (default: 16)")
     ap.add_argument("--wrn-batch", type=int, default=8, help="images compared for the WRN-28-10 (default: 8)")
+    ap.add_argument("--lr", type=float, default=0.01,
+                    help="learning rate of the authors' training steps that fill the checkpoint (default: 0.01; "
+                         "their CIFAR default 0.1 on random images blows the head up to logits ~1e3, see the "
+                         "docstring)")
     ap.add_argument("--venv", type=Path, default=DEFAULT_VENV, help="the authors' environment (created if missing)")
     ap.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
     args = ap.parse_args()

@@ -116,6 +116,10 @@ def test_results_and_report_name_the_sources(given_run, given):
         for name in ("D", "D_adv"):
             assert str(given[name].absolute()) in text and sha256(given[name])[:12] in text, report
         assert "not trained here" in text and "same for all 2 seeds" in text, report
+        # the claims table does not credit adversarial training it did not run
+        assert "adversarial training buys robustness" not in text, report
+        assert "the given robust model is more robust than D (adversarial training was not run here)" in text
+        assert "the given standard model is not robust" in text and "standard models are not robust" not in text
 
 
 def test_fingerprint_differs_from_a_trained_run_and_runs_never_mix(given_run, given, tmp_path, capsys):

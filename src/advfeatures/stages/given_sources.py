@@ -24,6 +24,7 @@ Example (Python):
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,7 @@ from pathlib import Path
 import torch
 
 from ..errors import BadInputError, CorruptFileError
-from ..io import atomic_path
+from ..io import atomic_path, load_tensors
 from ..models import load_model
 
 SOURCES = ("D", "D_adv")  # the stages a given model can replace
@@ -47,6 +48,7 @@ class GivenModel:
     sha256: str  # of the file's bytes
     arch: str
     config: dict
+    imported: dict | None = None  # `import-model`'s record of the file it was converted from, if it was
 
     @property
     def short_hash(self) -> str:
@@ -54,8 +56,11 @@ class GivenModel:
 
     def record(self) -> dict:
         """What results.json and the report say about this source."""
-        return {"origin": "given", "flag": FLAGS[self.name], "path": str(self.path), "sha256": self.sha256,
-                "sha256_short": self.short_hash, "arch": self.arch, "config": self.config, "trained_here": False}
+        record = {"origin": "given", "flag": FLAGS[self.name], "path": str(self.path), "sha256": self.sha256,
+                  "sha256_short": self.short_hash, "arch": self.arch, "config": self.config, "trained_here": False}
+        if self.imported is not None:
+            record["imported"] = self.imported
+        return record
 
 
 def file_sha256(path: str | Path) -> str:
@@ -98,7 +103,17 @@ def inspect_given_model(name: str, path: str | Path, image_shape: tuple[int, int
     if not ok:
         raise BadInputError(f"{flag} {path}: the model does not map {preset}'s data ({want}) to {num_classes} "
                             f"logits; give a model made for {preset}'s data (or choose the --preset it was made for)")
-    return GivenModel(name, path, file_sha256(path), config.pop("arch"), config)
+    return GivenModel(name, path, file_sha256(path), config.pop("arch"), config, _import_record(path))
+
+
+def _import_record(path: Path) -> dict | None:
+    """The provenance `advfeatures import-model` wrote into the checkpoint (library, original file and hash)."""
+    text = load_tensors(path)[1].get("imported")
+    try:
+        record = json.loads(text) if text else None
+    except json.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def _describe(shape, num_classes) -> str:
@@ -143,13 +158,22 @@ def describe_sources(sources: dict) -> str | None:
     given = {n: s for n, s in sources.items() if s.get("origin") == "given"}
     if not given:
         return None
-    parts = [f"{n} given ({s['flag']} {s['path']}, sha256 {s['sha256_short']}, {s['arch']}), not trained here"
-             for n, s in given.items()]
+    parts = [f"{n} given ({s['flag']} {s['path']}, sha256 {s['sha256_short']}, {s['arch']}{_origin(s)}), "
+             "not trained here" for n, s in given.items()]
     parts += [f"{n} trained here" for n, s in sources.items() if n not in given]
     seeds = max(s.get("seeds", 1) for s in given.values())
     note = (f" The given models are the same for all {seeds} seeds: their spread is the attack's randomness only."
             if seeds > 1 else "")
     return "Sources: " + "; ".join(parts) + "." + note
+
+
+def _origin(source: dict) -> str:
+    imported = source.get("imported")
+    if not imported:
+        return ""
+    epoch = f", epoch {imported['epoch']}" if imported.get("epoch") is not None else ""
+    return (f"; imported from the {imported.get('library')} checkpoint {imported.get('file')} "
+            f"(sha256 {str(imported.get('sha256'))[:12]}{epoch})")
 
 
 __all__ = ["FLAGS", "SOURCES", "GivenModel", "check_installed", "describe_sources", "file_sha256",
