@@ -60,6 +60,98 @@ def test_results_files_keys_and_ranges(quick_run):
     assert "data:image/png;base64" in html and "D_det" in html
 
 
+def test_followups_are_recorded_reported_and_consistent(quick_run):
+    """The Distill follow-ups (stages/followups.py) run by default, under "followups", with the report section."""
+    r = json.loads((quick_run / "synthetic" / "results.json").read_text())
+    f = r["followups"]
+    assert set(f) == {"nakkiran", "goh", "wallace"}
+    n = f["nakkiran"]
+    # plain D_det's row is the paper's own D_det model on the same test set: the same number as its accuracy entry
+    assert n["D_det"]["accuracy_on_Y"] == pytest.approx(r["accuracy"]["D_det"]["clean"])
+    assert n["D_det"]["attack_success"] == pytest.approx(r["construction"]["D_det"]["attack_success"])
+    bugs = n["D_det_bugs"]
+    assert bugs["construction"]["keep_models"] == n["ensemble"] == 2
+    assert len(bugs["construction"]["keep_models_read_original_per_model"]) == 2
+    for key in ("attack_success", "transfer_rate", "accuracy_on_Y", "accuracy_on_Y_plus_1"):
+        assert 0 <= bugs[key] <= 1 and 0 <= n["D_det"][key] <= 1
+    assert set(bugs["audit"]) >= {"robust_agrees_label", "nonrobust_agrees_label", "robust_agrees_original"}
+    data = load_dataset_file(quick_run / "synthetic" / "datasets" / "D_det_bugs.safetensors")
+    assert data["images"].shape == (256, 1, 16, 16)
+    sq = n["squares"]
+    assert sq["linear_rule_robust"] <= sq["linear_rule_clean"] and 0 <= sq["network_robust"] <= sq["network_clean"]
+    g = f["goh"]
+    assert g["D_rand_accuracy"] == pytest.approx(r["accuracy"]["D_rand"]["clean"])
+    lin = g["robust_linear"]
+    assert 0 <= lin["certified_accuracy"] <= min(lin["certified"], lin["clean_accuracy"])
+    assert all(0 <= g[f"leakage_{k}"]["test_accuracy"] <= 1 for k in ("D", "D_rand", "D_det"))
+    w = f["wallace"]
+    assert w["kept_images"] == pytest.approx(round((1 - w["teacher_train_accuracy"]) * w["train_images"]))
+    for stage in ("followup_ensemble", "construct_D_det_bugs", "followup_nakkiran", "followup_squares",
+                  "followup_goh", "followup_wallace"):
+        assert stage in r["seconds"]["stages"], stage
+    text = (quick_run / "results.md").read_text()
+    for title in ("Follow-up: Nakkiran", "adversarial squares", "Follow-up: Goh", "Follow-up: Wallace",
+                  "The follow-ups' claims, checked on this data"):
+        assert title in text, title
+
+
+def test_no_followups_skips_them_and_a_log_file_gets_lines_not_bars(tmp_path):
+    """Output to pipes (a log file, CI): no progress-bar redraws, one line per stage, flushed as it ends."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "advfeatures", "reproduce", "--preset", "synthetic", "--quick", "--no-theory",
+           "--no-followups", "--out", str(out)]  # no --no-progress: the bars go because stderr is not a terminal
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "\r" not in proc.stdout + proc.stderr and "it/s" not in proc.stderr
+    stage_lines = [line for line in proc.stdout.splitlines() if line.startswith("  ")]
+    assert len(stage_lines) >= 13 and len(proc.stdout) < 5000, proc.stdout
+    r = json.loads((out / "synthetic" / "results.json").read_text())
+    assert "followups" not in r and not any(s.startswith("followup") for s in r["seconds"]["stages"])
+    assert "Follow-up" not in (out / "results.md").read_text()
+
+
+def test_changed_followup_settings_rerun_only_the_followups(tmp_path, capsys, monkeypatch):
+    """The follow-ups' settings are outside the run fingerprint: changing them keeps every paper stage cached and
+    re-runs exactly the follow-up stages."""
+    import dataclasses
+
+    from advfeatures.presets import synthetic
+
+    out = tmp_path / "run"
+    args = ["reproduce", *QUICK, "--no-theory", "--out", str(out)]
+    assert main(args) == 0
+    capsys.readouterr()
+    original = synthetic.preset
+
+    def one_model_ensemble():
+        p = original()
+        return dataclasses.replace(p, followups=dataclasses.replace(p.followups, ensemble=1))
+
+    monkeypatch.setattr(synthetic, "preset", one_model_ensemble)
+    assert main(args) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.startswith("  ")}
+    for stage in ("D", "D_adv", "construct_D_det", "D_det", "transfer", "robust_source"):
+        assert lines[stage].endswith("cached"), lines[stage]
+    for stage in ("followup_ensemble", "construct_D_det_bugs", "followup_nakkiran", "followup_goh"):
+        assert not lines[stage].endswith("cached"), lines[stage]
+    r = json.loads((out / "synthetic" / "results.json").read_text())
+    assert r["followups"]["nakkiran"]["ensemble"] == 1
+    assert r["followups"]["nakkiran"]["D_det_bugs"]["construction"]["keep_models"] == 1
+
+
+def test_status_lines_while_a_long_stage_runs():
+    from advfeatures.pipeline import status_lines
+
+    lines = []
+    with status_lines(lines.append, "D_adv", 0.05):
+        time.sleep(0.32)
+    assert 4 <= len(lines) <= 7 and all(line.startswith("  D_adv") and "running for" in line for line in lines)
+    before = len(lines)
+    with status_lines(lines.append, "D", None):  # progress bars on: no status lines
+        time.sleep(0.1)
+    assert len(lines) == before
+
+
 def test_rerun_resumes_everything_from_cache(quick_run, capsys):
     before = json.loads((quick_run / "synthetic" / "results.json").read_text())
     assert main(["reproduce", *QUICK, "--out", str(quick_run)]) == 0

@@ -7,6 +7,9 @@ Every attack in the paper, and the evaluation that measures them, is this engine
 * targeted PGD (D_rand, D_det; paper C.5): descend the cross-entropy of a target label;
 * representation inversion (D_R, D_NR; paper C.4): descend ||g(z) - g(x)||_2 over the whole [0, 1] box,
   with g the model's penultimate layer (eps = inf: only the box constrains it);
+* ensemble-keeping targeted PGD (Nakkiran, "Adversarial examples are just bugs, too", Distill 2019): descend the
+  target's cross-entropy on the source model plus the mean true-label cross-entropy of K other models, so the
+  perturbation fools the source alone (`EnsembleKeepObjective`; `pgd_attack(..., keep_models=...)`);
 * APGD-CE and APGD-T (Croce & Hein, "Reliable evaluation of adversarial robustness with an ensemble of diverse
   parameter-free attacks", ICML 2020): the adaptive step rule below with the cross-entropy, or with the targeted
   DLR loss toward one of the top-k other classes. `evaluation.py` runs them as the default robust-accuracy attack.
@@ -36,7 +39,7 @@ Example::
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -343,6 +346,37 @@ class ClassificationObjective:
         return (-ce if self.targeted else ce), score
 
 
+class EnsembleKeepObjective:
+    """Targeted toward `targets` on `model` while K `keep_models` keep reading `keep_labels` (Nakkiran, 2019).
+
+    The loss to ascend is -(CE(f(x), t) + (1/K) sum_i CE(f_i(x), y)): the step follows the gradient that lowers
+    the target's cross-entropy on f and the true label's mean cross-entropy on the ensemble, so what the attack
+    adds is specific to f (a "bug") rather than a feature the independently trained f_i share. The score is
+    ClassificationObjective(targeted=True)'s, -margin(f(x), t), so early stop and keep-best still mean "f predicts
+    t" and ignore the ensemble.
+    """
+
+    def __init__(self, model, targets: torch.Tensor, keep_models: Sequence[torch.nn.Module],
+                 keep_labels: torch.Tensor, amp: bool = False):
+        if len(keep_models) == 0:
+            raise BadInputError("EnsembleKeepObjective needs at least one keep model")
+        if keep_labels.shape != targets.shape:
+            raise BadInputError(f"keep_labels must have one label per target: got shape {tuple(keep_labels.shape)} "
+                                f"for targets of shape {tuple(targets.shape)}")
+        self.model, self.targets, self.amp = model, targets, amp
+        self.keep_models, self.keep_labels = tuple(keep_models), keep_labels
+
+    def __call__(self, x: torch.Tensor, index: torch.Tensor):
+        with autocast(x.device, self.amp):
+            logits = self.model(x)
+            keep_logits = [m(x) for m in self.keep_models]
+        t, y = self.targets[index], self.keep_labels[index]
+        logits = logits.float()
+        target_ce = F.cross_entropy(logits, t, reduction="none")
+        keep_ce = torch.stack([F.cross_entropy(k.float(), y, reduction="none") for k in keep_logits]).mean(0)
+        return -(target_ce + keep_ce), -margin(logits, t)
+
+
 class RepresentationObjective:
     """Negative L2 distance between g(z) and target representations: ascending it is feature matching."""
 
@@ -388,6 +422,8 @@ def pgd_attack(
     seed: int = 0,
     amp: bool = False,
     early_stop: bool = False,
+    keep_models: Sequence[torch.nn.Module] = (),
+    keep_labels: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Projected gradient descent (Madry et al., 2018) in the L2 or Linf ball of radius eps, batched.
 
@@ -395,16 +431,27 @@ def pgd_attack(
     the targets and the attack pulls toward them. `early_stop` freezes each example as soon as it is
     misclassified (untargeted) or hits its target (targeted). `step_rule="apgd"` adapts the step (module
     docstring; default initial step 2 eps). Returns adversarial images in [0, 1].
+
+    `keep_models` (targeted cross-entropy only, with `keep_labels`, one per image, usually the true classes):
+    the step also lowers each keep model's mean cross-entropy on `keep_labels` (`EnsembleKeepObjective`,
+    Nakkiran 2019), so the result fools `model` toward the targets while the keep models stay on their labels.
+    Without keep models the attack is exactly the plain one.
     """
-    was_training = model.training
-    model.eval()
+    keep_models = tuple(keep_models)
+    _check_keep(keep_models, keep_labels, labels, targeted, loss)
+    modes = [(m, m.training) for m in (model, *keep_models)]
+    for m, _ in modes:
+        m.eval()
     if step_size is None:
         step_size = 2 * eps if step_rule == "apgd" else default_step_size(eps, steps)
     generator = torch.Generator(device=images.device).manual_seed(seed)
     out = torch.empty_like(images)
     try:
         for sl in _batches(images.shape[0], batch_size):
-            objective = ClassificationObjective(model, labels[sl], targeted=targeted, loss=loss, amp=amp)
+            if keep_models:
+                objective = EnsembleKeepObjective(model, labels[sl], keep_models, keep_labels[sl], amp=amp)
+            else:
+                objective = ClassificationObjective(model, labels[sl], targeted=targeted, loss=loss, amp=amp)
             result = projected_gradient(
                 objective, images[sl], norm=norm, eps=eps, steps=steps, step_size=step_size, step_rule=step_rule,
                 random_start=random_start, restarts=restarts, generator=generator,
@@ -412,8 +459,26 @@ def pgd_attack(
             )
             out[sl] = result.x
     finally:
-        model.train(was_training)
+        for m, was_training in reversed(modes):
+            m.train(was_training)
     return out
+
+
+def _check_keep(keep_models: tuple, keep_labels: torch.Tensor | None, labels: torch.Tensor, targeted: bool,
+                loss: str) -> None:
+    """pgd_attack's keep-model arguments: only with the targeted cross-entropy, labels given exactly when models are."""
+    if not keep_models:
+        if keep_labels is not None:
+            raise BadInputError("keep_labels were given without keep_models; pass the models that must keep them")
+        return
+    if not targeted or loss != "ce":
+        raise BadInputError("keep_models work only with a targeted attack and the 'ce' loss "
+                            f"(got targeted={targeted}, loss={loss!r})")
+    if keep_labels is None:
+        raise BadInputError("keep_models need keep_labels: the class each keep model must still predict per image")
+    if keep_labels.shape != labels.shape:
+        raise BadInputError(f"keep_labels must have one label per image: got shape {tuple(keep_labels.shape)}, "
+                            f"images have {tuple(labels.shape)} labels")
 
 
 @torch.no_grad()

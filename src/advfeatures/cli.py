@@ -56,13 +56,18 @@ def build_parser() -> argparse.ArgumentParser:
                    "other libraries' files: convert with `advfeatures import-model` first")
     r.add_argument("--full", action="store_true", help="every transfer architecture (slower)")
     r.add_argument("--no-theory", action="store_true", help="skip the Section 4 theory stage")
+    r.add_argument("--no-followups", action="store_true",
+                   help="skip the Distill discussion's experiments (Nakkiran's D_det_bugs and adversarial squares, "
+                        "Goh's robust-feature leakage, Wallace's mislabelled-data control)")
     r.add_argument("--amp", action="store_true",
                    help="bf16 autocast for training and construction (CUDA, or a CPU with AVX512-BF16/AMX); "
                         "robust accuracy is always measured in float32")
     r.add_argument("--channels-last", action="store_true", help="channels_last memory format (GPU convolutions)")
     r.add_argument("--compile", nargs="?", const="inductor", default=False, metavar="BACKEND",
                    help="torch.compile every model (default backend inductor; pays off on GPU and long runs)")
-    r.add_argument("--no-progress", action="store_true", help="no progress bars (one line per stage remains)")
+    r.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (one line per stage remains, and a status line each minute of a long "
+                        "stage); the default when stderr is not a terminal (a log file, CI, nohup)")
     r.add_argument("--autoattack", action="store_true",
                    help="check the evaluation with AutoAttack on the whole test set and record it beside ours "
                    "(needs: pip install 'advfeatures[autoattack]')")
@@ -256,8 +261,9 @@ def cmd_reproduce(args) -> None:
             raise BadInputError(f"--{n.replace('_', '-')} must be positive, got {v}")
     options = RunOptions(
         out=args.out, presets=presets, seeds=args.seeds, device=args.device, data_root=args.data_root,
-        download=args.download, released=args.released, full=args.full, theory=not args.no_theory, amp=args.amp,
-        progress=not args.no_progress, compile=args.compile, channels_last=args.channels_last,
+        download=args.download, released=args.released, full=args.full, theory=not args.no_theory,
+        followups=not args.no_followups, amp=args.amp,
+        progress=not args.no_progress and sys.stderr.isatty(), compile=args.compile, channels_last=args.channels_last,
         autoattack=args.autoattack, standard_model=args.standard_model, robust_model=args.robust_model,
         overrides=Overrides(limit=args.limit, epochs=args.epochs, steps=args.steps, eval_restarts=args.eval_restarts,
                             eval_targets=args.eval_targets, width=args.width, quick=args.quick),

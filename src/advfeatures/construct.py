@@ -8,6 +8,7 @@ the constructed tensors are the same whatever the batch size, the device count o
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -117,8 +118,16 @@ def build_relabelled_dataset(
     early_stop: bool = False,
     shard: tuple[int, int] = (0, 1),
     progress: bool = True,
+    keep_models: Sequence[torch.nn.Module] = (),
 ) -> ConstructedDataset:
-    """x_adv = argmin_{||x' - x|| <= eps} CE(C(x'), t), labelled t (paper C.5): D_rand (mode "rand"), D_det ("det")."""
+    """x_adv = argmin_{||x' - x|| <= eps} CE(C(x'), t), labelled t (paper C.5): D_rand (mode "rand"), D_det ("det").
+
+    With `keep_models` f_1..f_K the attack also keeps each f_i on the true label y: it minimises
+    CE(C(x'), t) + (1/K) sum_i CE(f_i(x'), y) (Nakkiran, "Adversarial examples are just bugs, too", Distill 2019;
+    with mode "det" his D_det_bugs). Without them the result is exactly the paper's set. The diagnostics record
+    the mode and K ("keep_models").
+    """
+    keep_models = tuple(keep_models)
     targets = relabel_targets(labels, mode, num_classes, seed)
     out = torch.zeros_like(images)
     chunks = _chunks(images.shape[0], shard)
@@ -126,8 +135,9 @@ def build_relabelled_dataset(
         out[sl] = pgd_attack(
             model, images[sl], targets[sl], norm=norm, eps=eps, steps=steps, step_size=step_size, targeted=True,
             batch_size=CHUNK, amp=amp, early_stop=early_stop,
+            keep_models=keep_models, keep_labels=labels[sl] if keep_models else None,
         )
-    return ConstructedDataset(out, targets, labels.clone(), {"mode": mode})
+    return ConstructedDataset(out, targets, labels.clone(), {"mode": mode, "keep_models": len(keep_models)})
 
 
 # ---------------------------------------------------------------- diagnostics
@@ -164,4 +174,27 @@ def inversion_diagnostics(model, originals: torch.Tensor, constructed: Construct
         "relative_representation_error_median": float(rel.median()),
         "distance_to_original_mean": float(flat_norm(constructed.images - originals).mean()),
         "model_predicts_label": float((predict(model, constructed.images) == constructed.labels).float().mean()),
+    }
+
+
+@torch.no_grad()
+def keep_diagnostics(keep_models: Sequence[torch.nn.Module], constructed: ConstructedDataset) -> dict:
+    """How often the keep models of an ensemble-keeping construction (D_det_bugs) still read the original class.
+
+    Nakkiran's claim is that such images fool the source model while the independently trained f_i keep the true
+    label; this measures the second half. Returns "keep_models_read_original" (mean over models of the fraction
+    of images each predicts as `constructed.original_labels`), "keep_models_read_original_per_model" (one
+    fraction per model), "keep_majority_reads_original" (fraction where more than half of the models read the
+    original) and "keep_models_read_target" (mean fraction read as the assigned label, i.e. transfer).
+    """
+    if len(keep_models) == 0:
+        raise BadInputError("keep_diagnostics needs at least one keep model")
+    preds = torch.stack([predict(m, constructed.images) for m in keep_models])  # (K, N)
+    original = preds == constructed.original_labels
+    per_model = original.float().mean(1)
+    return {
+        "keep_models_read_original": float(per_model.mean()),
+        "keep_models_read_original_per_model": [float(v) for v in per_model],
+        "keep_majority_reads_original": float((original.sum(0) * 2 > len(keep_models)).float().mean()),
+        "keep_models_read_target": float((preds == constructed.labels).float().mean()),
     }

@@ -32,9 +32,9 @@ EVAL_RESTARTS = 1
 EVAL_TARGETS = 9
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def predict(model, images: torch.Tensor, batch_size: int = 1024, amp: bool = False) -> torch.Tensor:
-    """Predicted classes (N,) for images in [0, 1]."""
+    """Predicted classes (N,) for images in [0, 1] (under inference mode: no autograd bookkeeping at all)."""
     was_training = model.training
     model.eval()
     preds = []

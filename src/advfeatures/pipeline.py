@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
+import threading
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,11 +41,14 @@ from .data.base import TensorImageDataset
 from .device import bf16_is_fast, compile_model, resolve_device
 from .distributed import ProcessGroup, gather_shards
 from .errors import BadInputError, CorruptFileError
-from .evaluation import clean_accuracy, predict, robust_accuracy, transfer_rate
+from .evaluation import clean_accuracy, predict, robust_accuracy
 from .io import load_tensors, read_json, write_json_atomic
 from .models import load_model, save_model
 from .presets import DEFAULT_PRESETS, Preset, get_preset
+from .stages.followups import run_followups
 from .stages.given_sources import check_installed, fingerprint_suffix, inspect_given_model, install, sources_record
+from .stages.robust_source import run_robust_source
+from .stages.transfer import run_transfer
 from .training import ModelSpec, TrainConfig, channel_stats, train_new_model
 
 TRAINED_SETS = ("D_R", "D_NR", "D_rand", "D_det")
@@ -85,7 +89,9 @@ class RunOptions:
     channels_last: bool = False  # NHWC weights and activations (faster convolutions on tensor cores)
     compile: bool | str = False  # torch.compile every model (training, attacks, inversion); True or a backend
     autoattack: bool = False  # attack_check with AutoAttack on the whole test set, recorded beside our numbers
-    progress: bool = True
+    followups: bool = True  # the Distill discussion's experiments (stages/followups.py)
+    progress: bool = True  # progress bars (the CLI turns them off when stderr is not a terminal)
+    status_seconds: float = 60.0  # without progress bars: a "still running" line this often during a long stage
     group: ProcessGroup = field(default_factory=ProcessGroup)  # torchrun ranks (a group of one without torchrun)
 
 
@@ -137,9 +143,11 @@ class StageCache:
     unless `main_only`; only rank 0 writes the record, and every rank takes the same cached/rebuild decision.
     """
 
-    def __init__(self, directory: Path, log: Callable[[str], None], group: ProcessGroup | None = None):
+    def __init__(self, directory: Path, log: Callable[[str], None], group: ProcessGroup | None = None,
+                 status_seconds: float | None = None):
         self.dir, self.log, self.group = directory, log, group or ProcessGroup()
         self.seconds: dict[str, float] = {}
+        self.status_seconds = status_seconds  # a "still running" line this often (None: never; progress bars)
 
     def run(self, name: str, compute: Callable[[], dict], validate: Callable[[], None] | None = None,
             main_only: bool = False) -> dict:
@@ -164,7 +172,8 @@ class StageCache:
         if self.group.is_main:
             record.unlink(missing_ok=True)
         t0 = time.perf_counter()
-        result = compute() if (self.group.is_main or not main_only) else None
+        with status_lines(self.log, name, self.status_seconds):
+            result = compute() if (self.group.is_main or not main_only) else None
         seconds = time.perf_counter() - t0
         if self.group.is_main:
             write_json_atomic(record, {"result": result, "seconds": seconds})
@@ -175,6 +184,28 @@ class StageCache:
         self.seconds[name] = seconds
         self.log(f"  {name:<16} {seconds:6.1f}s  {summarise(result)}")
         return result
+
+
+@contextmanager
+def status_lines(log: Callable[[str], None], name: str, every: float | None):
+    """While the block runs, log "<name> running for N min" every `every` seconds (where no progress bar shows
+    that the run is alive: a log file, CI, nohup)."""
+    if not every:
+        yield
+        return
+    done, t0 = threading.Event(), time.perf_counter()
+
+    def beat():
+        while not done.wait(every):
+            log(f"  {name:<16} running for {(time.perf_counter() - t0) / 60:.1f} min")
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 def summarise(result: dict) -> str:
@@ -198,7 +229,7 @@ class PresetRun:
         self.test_x, self.test_y = self.test.images.to(self.device), self.test.labels.to(self.device)
         self.num_classes = data["num_classes"]
         self.mean, self.std = channel_stats(self.train.images)
-        self.cache = StageCache(directory, log, self.group)
+        self.cache = StageCache(directory, log, self.group, None if options.progress else options.status_seconds)
         self.released = data.get("released")
         self.given = data.get("given", {})  # {"D" / "D_adv": GivenModel}: sources used instead of trained
         self.features = getattr(self.train, "features", None)  # planted ground truth (synthetic only)
@@ -335,8 +366,10 @@ class PresetRun:
                 results["audit"][name] = self.audit(images, labels, original if name in ("D_rand", "D_det") else None)
         acc["D_det_unleaked"] = self.unleaked_det(robust)
         results["attack_check"] = self.attack_check(acc)
-        results["transfer"] = self.cache.run("transfer", lambda: self.transfer(standard))
-        results["robust_source"] = self.cache.run("robust_source", lambda: self.robust_source(robust))
+        results["transfer"] = self.cache.run("transfer", lambda: run_transfer(self, standard))
+        results["robust_source"] = self.cache.run("robust_source", lambda: run_robust_source(self, robust))
+        if self.opts.followups:
+            results["followups"] = run_followups(self, standard, robust, acc)
         results["seconds"] = dict(self.cache.seconds)
         results["precision"] = "bf16 autocast (training, construction); float32 evaluation" if self.amp else "float32"
         return results
@@ -401,64 +434,6 @@ class PresetRun:
         return self.train_and_evaluate(
             "D_det_unleaked", images[keep], labels[keep], self.p.constructed_train["D_det_unleaked"]
         )
-
-    def transfer(self, standard) -> dict:
-        """Figure 3: per architecture, accuracy after training on D_det vs the transfer rate of D's adversarial
-        examples to that architecture trained on D (untargeted) and the targeted analogue."""
-        from .attacks import pgd_attack
-
-        p, threat = self.p, self.p.threat
-        archs = p.transfer_models_full if self.opts.full else p.transfer_models
-        # fixed-step CE PGD from the clean image, every step taken (no early exit): full-strength examples to
-        # transfer, as in the paper, not the minimal ones the evaluation's cascade stops at
-        adv = pgd_attack(standard, self.test_x, self.test_y, norm=threat.norm, eps=threat.eps, steps=p.evaluation.steps)
-        fooled = predict(standard, adv) != self.test_y
-        targets = (self.test_y + 1) % self.num_classes
-        targeted = pgd_attack(standard, self.test_x, targets, norm=threat.norm, eps=threat.eps,
-                              steps=p.relabel.steps, step_size=p.relabel.step_size, targeted=True)
-        hit = predict(standard, targeted) == targets
-        det_x, det_y, _ = self.load_constructed("D_det")
-        # {arch: {"accuracy", "transfer_rate", ...}, ...} as the issue's contract has it; "source" describes the
-        # adversarial examples (the only entry without a transfer_rate)
-        out = {"source": {"fooled": float(fooled.float().mean()), "targeted_success": float(hit.float().mean()),
-                          "architecture_set": "full" if self.opts.full else "default subset (--full runs all)"}}
-        for spec in archs:
-            key = spec.arch + "".join(f"_{k}{v}" for k, v in sorted(spec.options.items()) if k != "width")
-            # the source architecture: its own D and D_det models (the paper's 100% point); a given D
-            # (--standard-model) may be another architecture, so then every architecture trains its own D
-            if spec == p.model and "D" not in self.given:
-                key += " (source)"
-                on_d, on_det = standard, self.load("D_det")
-            else:
-                on_d, _ = self.fit(f"transfer_{key}_D", self.train_x, self.train_y, p.train, spec)
-                on_det, _ = self.fit(f"transfer_{key}_D_det", det_x, det_y, p.constructed_train["D_det"], spec)
-            out[key] = {
-                "accuracy": clean_accuracy(on_det, self.test_x, self.test_y),
-                "transfer_rate": transfer_rate(on_d, adv, self.test_y, fooled),
-                "targeted_transfer_rate": float(
-                    (predict(on_d, targeted[hit]) == targets[hit]).float().mean()) if hit.any() else math.nan,
-                "clean_on_D": clean_accuracy(on_d, self.test_x, self.test_y),
-            }
-        return out
-
-    def robust_source(self, robust) -> dict:
-        """Table 9: D_rand and D_det built against the robust model instead of the standard one."""
-        p = self.p
-        out = {}
-        for mode in ("rand", "det"):
-            ds = build_relabelled_dataset(
-                robust, self.train_x, self.train_y, mode=mode, num_classes=self.num_classes, norm=p.threat.norm,
-                eps=p.relabel.eps, steps=p.relabel.steps, step_size=p.relabel.step_size, seed=self.seed,
-                amp=self.amp, early_stop=p.relabel.early_stop, progress=self.opts.progress and self.group.is_main,
-                shard=self.group.shard,
-            )
-            ds.images = gather_shards(ds.images, self.group)
-            model, _ = self.fit(f"robust_source_D_{mode}", ds.images, ds.labels, p.constructed_train[f"D_{mode}"])
-            out[f"D_{mode}"] = {
-                "clean": clean_accuracy(model, self.test_x, self.test_y),
-                "attack_success": float((predict(robust, ds.images) == ds.labels).float().mean()),
-            }
-        return out
 
 
 # ---------------------------------------------------------------- data and pre-flight checks
@@ -562,7 +537,8 @@ def aggregate(per_seed: list[dict]) -> dict:
     return {
         "accuracy": accuracy,
         "construction": _mean_dicts([s["construction"] for s in per_seed]),
-        **{k: _mean_dicts([s[k] for s in per_seed]) for k in ("audit", "attack_check", "transfer", "robust_source")
+        **{k: _mean_dicts([s[k] for s in per_seed]) for k in ("audit", "attack_check", "transfer", "robust_source",
+                                                                "followups")
            if k in first},
         "per_seed": per_seed,
     }
@@ -582,7 +558,12 @@ def _mean_dicts(items: list):
 # ---------------------------------------------------------------- the whole run
 
 
-def reproduce(options: RunOptions, log: Callable[[str], None] = print) -> dict[str, dict]:
+def log_line(message: str) -> None:
+    """The default log: one line, flushed at once, so a log file or CI shows each stage when it ends."""
+    print(message, flush=True)
+
+
+def reproduce(options: RunOptions, log: Callable[[str], None] = log_line) -> dict[str, dict]:
     """Run every preset (every seed), the theory stage and the report; returns {preset: results}.
 
     Under torchrun (options.group of several ranks) every rank calls this; rank 0 logs and writes.

@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from .io import atomic_path, write_text_atomic  # noqa: E402
+from .report_followups import followup_sections  # noqa: E402
 from .stages.given_sources import describe_sources  # noqa: E402
 
 SETS = ("D", "D_adv", "D_R", "D_NR", "D_rand", "D_det", "D_det_unleaked")
@@ -404,7 +405,7 @@ def _sections(r: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     if r.get("robust_source"):
         sections.append(("Table 9: relabelled sets built against the robust model",
                          ["set", "from standard model", "from robust model", "paper (std / robust)"], table9_rows(r)))
-    return sections
+    return sections + followup_sections(r)
 
 
 def _theory_rows(t: dict) -> list[list[str]]:

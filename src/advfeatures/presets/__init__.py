@@ -49,6 +49,28 @@ class EvalConfig:
 
 
 @dataclass
+class SquaresConfig:
+    """Nakkiran's "adversarial squares" toy (followups.adversarial_squares): the same small task in every preset."""
+
+    train: int = 1000  # images to fit, label noise included
+    test: int = 500
+    size: int = 8  # 8x8, one channel
+    label_noise: float = 0.1  # his 10%
+    eps: float = 1.0  # L2; the linear rule needs 8x the amplitude to flip, so it stays robust at this radius
+    epochs: int = 100  # long enough to fit the noisy labels (memorising them is what makes the net non-robust)
+
+
+@dataclass
+class FollowupsConfig:
+    """The Distill discussion's experiments (stages/followups.py); `reproduce --no-followups` skips them."""
+
+    ensemble: int = 2  # Nakkiran's K: models of the source architecture trained on D with other seeds
+    teacher_epochs: int = 1  # Wallace's weak teacher: standard training on D for this many epochs
+    linear_epochs: int = 300  # Goh: full-batch steps of the robust linear model and of the leakage probe
+    squares: SquaresConfig = field(default_factory=SquaresConfig)
+
+
+@dataclass
 class Preset:
     name: str
     dataset: str
@@ -70,10 +92,15 @@ class Preset:
     # (device.bf16_is_fast); the evaluation always runs in float32. `reproduce --amp` turns it on for any preset.
     channels_last: bool = False  # NHWC memory format (same numbers, faster convolutions); `--channels-last` likewise
     paper: dict = field(default_factory=dict)  # the paper's numbers to print beside ours
+    followups: FollowupsConfig = field(default_factory=FollowupsConfig)
 
     def fingerprint(self) -> str:
-        """A short hash of every setting that changes results: a run directory is only resumed by the same one."""
-        blob = json.dumps(dataclasses.asdict(self), sort_keys=True, default=str)
+        """A short hash of every setting that changes the paper's stages: a run directory is only resumed by the
+        same one. The follow-ups' settings are left out (they change only the follow-up stages, which check them
+        themselves: stages/followups.py), so adding or retuning a follow-up never discards finished paper stages."""
+        settings = dataclasses.asdict(self)
+        settings.pop("followups")
+        blob = json.dumps(settings, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def as_dict(self) -> dict:
