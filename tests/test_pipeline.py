@@ -111,8 +111,8 @@ def test_no_followups_skips_them_and_a_log_file_gets_lines_not_bars(tmp_path):
 
 
 def test_changed_followup_settings_rerun_only_the_followups(tmp_path, capsys, monkeypatch):
-    """The follow-ups' settings are outside the run fingerprint: changing them keeps every paper stage cached and
-    re-runs exactly the follow-up stages."""
+    """The follow-ups' settings are outside the run fingerprint: changing one keeps every paper stage cached and
+    re-runs exactly the follow-up stages that depend on it."""
     import dataclasses
 
     from advfeatures.presets import synthetic
@@ -132,8 +132,10 @@ def test_changed_followup_settings_rerun_only_the_followups(tmp_path, capsys, mo
     lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.startswith("  ")}
     for stage in ("D", "D_adv", "construct_D_det", "D_det", "transfer", "robust_source"):
         assert lines[stage].endswith("cached"), lines[stage]
-    for stage in ("followup_ensemble", "construct_D_det_bugs", "followup_nakkiran", "followup_goh"):
+    for stage in ("followup_ensemble", "construct_D_det_bugs", "followup_nakkiran"):  # they depend on K
         assert not lines[stage].endswith("cached"), lines[stage]
+    for stage in ("followup_squares", "followup_goh", "followup_wallace"):  # they do not
+        assert lines[stage].endswith("cached"), lines[stage]
     r = json.loads((out / "synthetic" / "results.json").read_text())
     assert r["followups"]["nakkiran"]["ensemble"] == 1
     assert r["followups"]["nakkiran"]["D_det_bugs"]["construction"]["keep_models"] == 1

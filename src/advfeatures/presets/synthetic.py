@@ -5,7 +5,7 @@ rewritten by the adversary, the robust one (4.0) cannot.
 """
 
 from ..training import AdversarialConfig, ModelSpec, TrainConfig
-from . import PAPER_CIFAR10, EvalConfig, InversionConfig, Preset, RelabelConfig, ThreatModel
+from . import PAPER_CIFAR10, EvalConfig, FollowupsConfig, InversionConfig, Preset, RelabelConfig, ThreatModel
 
 EPS = 1.0
 
@@ -44,4 +44,7 @@ def preset() -> Preset:
             ModelSpec("wide_cnn"), ModelSpec("tiny_resnet"),
         ],
         paper=PAPER_CIFAR10,
+        # Wallace's weak teacher had 62.5% train accuracy; here 1 epoch gives 68.6% and 2-4 epochs 75.4% (measured,
+        # teacher seed): 1 epoch is the nearest.
+        followups=FollowupsConfig(teacher_epochs=1),
     )

@@ -39,8 +39,11 @@ from ..training import ModelSpec, TrainConfig, train_new_model
 SEED_STRIDE = 7919  # other seeds for the ensemble / teacher models: far from every seed the paper's stages use
 
 
-STAGES = ("followup_ensemble", "construct_D_det_bugs", "followup_nakkiran", "followup_squares", "followup_goh",
-          "followup_wallace")
+# which follow-up settings (presets.FollowupsConfig fields) each follow-up stage's result depends on
+STAGE_SETTINGS = {
+    "followup_ensemble": ("ensemble",), "construct_D_det_bugs": ("ensemble",), "followup_nakkiran": ("ensemble",),
+    "followup_squares": ("squares",), "followup_goh": ("linear_epochs",), "followup_wallace": ("teacher_epochs",),
+}
 
 
 def run_followups(run, standard, robust, acc: dict) -> dict:
@@ -62,21 +65,20 @@ def run_followups(run, standard, robust, acc: dict) -> dict:
 
 def _forget_other_settings(run) -> None:
     """The run fingerprint leaves the follow-ups' settings out (presets.Preset.fingerprint), so they are checked
-    here: records made under other follow-up settings are removed, and those stages run again."""
-    settings = {"followups": dataclasses.asdict(run.p.followups)}
+    here, stage by stage: a record made under other settings of its own is removed, and that stage runs again."""
+    config = dataclasses.asdict(run.p.followups)
+    settings = {stage: {k: config[k] for k in keys} for stage, keys in STAGE_SETTINGS.items()}
     marker = run.dir / "stages" / "followups_settings.json"
-    stale = marker.exists() and read_json(marker) != settings
-    if run.group.all_agree(not stale):
-        if run.group.is_main and not marker.exists():
-            write_json_atomic(marker, settings)
-        run.group.barrier()
-        return
+    recorded = read_json(marker) if marker.exists() else {}
+    stale = [stage for stage in STAGE_SETTINGS if recorded.get(stage) != settings[stage]  # other or unknown
+             and (run.dir / "stages" / f"{stage}.json").exists()]
     run.group.barrier()
     if run.group.is_main:
-        run.log("  follow-up settings changed: their stages run again")
-        for name in STAGES:
-            (run.dir / "stages" / f"{name}.json").unlink(missing_ok=True)
-        write_json_atomic(marker, settings)
+        for stage in stale:
+            run.log(f"  {stage:<16} settings changed ({settings[stage]}): runs again")
+            (run.dir / "stages" / f"{stage}.json").unlink(missing_ok=True)
+        if recorded != settings:
+            write_json_atomic(marker, settings)
     run.group.barrier()
 
 
