@@ -21,10 +21,10 @@ from advfeatures.report import _md_table
 from advfeatures.report_followups import followup_sections
 
 
-def render(run: Path) -> str:
+def render(run: Path, only: list[str] | None = None) -> str:
     manifest = json.loads((run / "run.json").read_text())
     lines = []
-    for preset in manifest["presets"]:
+    for preset in only or manifest["presets"]:
         path = run / preset / "results.json"
         if not path.is_file():
             continue
@@ -44,13 +44,14 @@ def render(run: Path) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run", type=Path, help="the --out folder of a finished reproduce run")
+    ap.add_argument("--preset", action="append", help="only this preset of the run (repeatable)")
     ap.add_argument("--note", default="", help="a sentence recorded above the tables (data caveats, command)")
     ap.add_argument("--no-record", action="store_true", help="print only")
     args = ap.parse_args()
     if not (args.run / "run.json").is_file():
         print(f"error: {args.run} is not a reproduce run folder (no run.json)", file=sys.stderr)
         sys.exit(2)
-    text = (args.note + "\n\n" if args.note else "") + render(args.run)
+    text = (args.note + "\n\n" if args.note else "") + render(args.run, args.preset)
     print(text)
     if not args.no_record:
         append(f"Distill follow-ups: {args.run.name}", text)
