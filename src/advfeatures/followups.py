@@ -147,15 +147,24 @@ def train_robust_linear(
     if eps < 0 or epochs < 0 or lr <= 0 or num_classes < 2:
         raise BadInputError("train_robust_linear needs eps >= 0, epochs >= 0, lr > 0 and at least two classes")
     x = images.flatten(1).float()
+    return _fit_linear(
+        x, num_classes, epochs, lr, seed,
+        lambda W, b: linear_adversarial_loss(W, b, x, labels, eps, norm) + 0.5 * weight_decay * W.square().sum(),
+    )
+
+
+def _fit_linear(x: torch.Tensor, num_classes: int, epochs: int, lr: float, seed: int, loss) -> tuple:
+    """Full-batch Adam on loss(W, b) for a linear map of x's columns to num_classes logits, from small random
+    weights drawn with `seed` (deterministic); returns (W, b) detached."""
     g = torch.Generator().manual_seed(seed)
     W = (0.01 * torch.randn(num_classes, x.shape[1], generator=g)).to(x.device).requires_grad_()
     b = torch.zeros(num_classes, device=x.device, requires_grad=True)
     optimizer = torch.optim.Adam([W, b], lr=lr)
     with torch.enable_grad():
         for _ in range(epochs):
-            loss = linear_adversarial_loss(W, b, x, labels, eps, norm) + 0.5 * weight_decay * W.square().sum()
+            value = loss(W, b)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            value.backward()
             optimizer.step()
     return W.detach(), b.detach()
 
@@ -228,16 +237,7 @@ def linear_leakage(
         return (images.flatten(1).to(W.dtype) @ W.T - mean) / std
 
     x = (train - mean) / std
-    g = torch.Generator().manual_seed(seed)
-    V = (0.01 * torch.randn(num_classes, x.shape[1], generator=g)).to(x.device).requires_grad_()
-    c = torch.zeros(num_classes, device=x.device, requires_grad=True)
-    optimizer = torch.optim.Adam([V, c], lr=lr)
-    with torch.enable_grad():
-        for _ in range(epochs):
-            loss = F.cross_entropy(x @ V.T + c, train_labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+    V, c = _fit_linear(x, num_classes, epochs, lr, seed, lambda V, c: F.cross_entropy(x @ V.T + c, train_labels))
     with torch.no_grad():
         train_pred = (x @ V.T + c).argmax(1)
         test_pred = (features(test_images) @ V.T + c).argmax(1)
