@@ -79,6 +79,7 @@ def test_followups_are_recorded_reported_and_consistent(quick_run):
     assert data["images"].shape == (256, 1, 16, 16)
     sq = n["squares"]
     assert sq["linear_rule_robust"] <= sq["linear_rule_clean"] and 0 <= sq["network_robust"] <= sq["network_clean"]
+    assert sq["epochs"] == 2  # --quick's 2 epochs reach every training, the squares network's too
     g = f["goh"]
     assert g["D_rand_accuracy"] == pytest.approx(r["accuracy"]["D_rand"]["clean"])
     lin = g["robust_linear"]
@@ -93,6 +94,7 @@ def test_followups_are_recorded_reported_and_consistent(quick_run):
     for title in ("Follow-up: Nakkiran", "adversarial squares", "Follow-up: Goh", "Follow-up: Wallace",
                   "The follow-ups' claims, checked on this data"):
         assert title in text, title
+    assert "63.3 / 43.7 (the paper's D_rand / D_det)" in text  # from the preset's paper numbers
 
 
 def test_no_followups_skips_them_and_a_log_file_gets_lines_not_bars(tmp_path):

@@ -117,6 +117,9 @@ def apply_overrides(preset: Preset, ov: Overrides) -> Preset:
         return ModelSpec(m.arch, {**m.options, "width": ov.width})
 
     p.train, p.adversarial_train = train(p.train), train(p.adversarial_train)
+    if ov.epochs is not None:  # "every training" includes the follow-ups' squares network
+        p.followups = dataclasses.replace(p.followups, squares=dataclasses.replace(p.followups.squares,
+                                                                                   epochs=ov.epochs))
     p.constructed_train = {k: train(v) for k, v in p.constructed_train.items()}
     p.model = model(p.model)
     p.transfer_models = [model(m) for m in p.transfer_models]

@@ -96,7 +96,7 @@ def followup_sections(r: dict) -> list[tuple[str, list[str], list[list[str]]]]:
              f"{GOH['leakage_D_det']}"],
             ["for comparison: a network trained on D_rand / D_det / D_det_unleaked",
              f"{_pct(r, 'goh', 'D_rand_accuracy')} / {_pct(r, 'goh', 'D_det_accuracy')} / "
-             f"{_pct(r, 'goh', 'D_det_unleaked_accuracy')}", "88 / 44 (the paper's D_rand / D_det)"],
+             f"{_pct(r, 'goh', 'D_det_unleaked_accuracy')}", _paper_relabelled(r)],
         ]
         sections.append((f"Follow-up: Goh, robust-feature leakage (robust linear model at "
                          f"{g.get('norm', 'l2').upper()} eps {g.get('eps', 0):g}; test accuracy, %)",
@@ -122,6 +122,15 @@ def followup_sections(r: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     if claims:
         sections.append(("The follow-ups' claims, checked on this data", ["claim", "verdict", "evidence"], claims))
     return sections
+
+
+def _paper_relabelled(r: dict) -> str:
+    """The paper's D_rand / D_det accuracies as the preset records them (settings.paper)."""
+    paper = r.get("settings", {}).get("paper", {})
+    values = [paper.get(n, {}).get("clean") for n in ("D_rand", "D_det")]
+    if None in values:
+        return "-"
+    return " / ".join(f"{100 * v:.1f}" for v in values) + " (the paper's D_rand / D_det)"
 
 
 def followup_claims(r: dict) -> list[list[str]]:

@@ -151,7 +151,7 @@ def _squares(run) -> dict:
     x, y, _ = adversarial_squares(sq.train, size=sq.size, label_noise=sq.label_noise, seed=seed)
     tx, _, ty = adversarial_squares(sq.test, size=sq.size, label_noise=0.0, seed=seed + 1)
     x, y, tx, ty = (t.to(run.device) for t in (x, y, tx, ty))
-    epochs = run.opts.overrides.epochs or sq.epochs
+    epochs = sq.epochs  # --epochs / --quick reach it through pipeline.apply_overrides
     config = TrainConfig(epochs=epochs, batch_size=128, lr=0.05, schedule="onecycle", seed=seed)
     net, _ = train_new_model(ModelSpec("small_cnn"), x, y, 2, config, progress=False, desc="squares",
                              group=run.group)
