@@ -58,6 +58,10 @@ def test_results_files_keys_and_ranges(quick_run):
         assert (quick_run / f).is_file(), f
     html = (quick_run / "report.html").read_text()
     assert "data:image/png;base64" in html and "D_det" in html
+    md = (quick_run / "results.md").read_text()
+    theory = md[md.index("## Section 4 theory"):]
+    assert theory.count("\n### Theorem") == 4 and "{'" not in theory  # one table per theorem, no dict dump
+    assert "Theorem 2: robust learning blends the covariance" in html
 
 
 def test_followups_are_recorded_reported_and_consistent(quick_run):

@@ -18,6 +18,7 @@ import torch  # noqa: E402
 
 from .io import atomic_path, write_text_atomic  # noqa: E402
 from .report_followups import followup_sections  # noqa: E402
+from .report_theory import conventions, theory_sections  # noqa: E402
 from .stages.given_sources import describe_sources  # noqa: E402
 
 SETS = ("D", "D_adv", "D_R", "D_NR", "D_rand", "D_det", "D_det_unleaked")
@@ -366,9 +367,13 @@ def write_report(out: Path, all_results: dict[str, dict], theory: dict | None) -
     if theory:
         md.append("## Section 4 theory\n")
         body.append("<h2>Section 4 theory</h2>")
-        rows = _theory_rows(theory)
-        md.append(_md_table(["quantity", "value"], rows))
-        body.append(_html_table(["quantity", "value"], rows))
+        for title, what, header, rows in theory_sections(theory):
+            md += [f"### {title}\n", what + "\n", _md_table(header, rows)]
+            body.append(f"<h3>{html.escape(title)}</h3><p>{html.escape(what)}</p>{_html_table(header, rows)}")
+        notes = conventions(theory)
+        if notes:
+            md += ["Conventions. " + " ".join(notes) + "\n"]
+            body.append(f"<p>Conventions. {html.escape(' '.join(notes))}</p>")
         for fname in theory.get("figures", []):
             md.append(f"![{fname}](theory/{fname})\n")
             body.append(_img(out / "theory" / fname))
@@ -406,24 +411,6 @@ def _sections(r: dict) -> list[tuple[str, list[str], list[list[str]]]]:
         sections.append(("Table 9: relabelled sets built against the robust model",
                          ["set", "from standard model", "from robust model", "paper (std / robust)"], table9_rows(r)))
     return sections + followup_sections(r)
-
-
-def _theory_rows(t: dict) -> list[list[str]]:
-    rows = []
-    for key in ("theorem1", "isotropy", "alignment", "anisotropy"):
-        if key in t:
-            rows.append([key, _short(t[key])])
-    return rows
-
-
-def _short(v, depth: int = 0) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    if isinstance(v, dict) and depth < 2:
-        return "; ".join(f"{k}: {_short(x, depth + 1)}" for k, x in list(v.items())[:8])
-    if isinstance(v, list):
-        return "[" + ", ".join(_short(x, depth + 1) for x in v[:8]) + ("…" if len(v) > 8 else "") + "]"
-    return str(v)[:200]
 
 
 def _img(path: Path) -> str:
