@@ -11,7 +11,9 @@ Three parts:
   step that fill a run: an attack step (forward + gradient to the input, weights frozen, at the evaluation's batch)
   and a training step (forward, backward, SGD, at the preset's batch). Variants: float32 NCHW (what runs today),
   channels_last, bf16 autocast (where this CPU has native bf16), torch.compile (inductor, compile time beside it),
-  and K = 4 models trained at once by torch.func (stack_module_state + vmap; time per model).
+  K = 4 models trained at once by torch.func (stack_module_state + vmap; time per model), and float32 on one
+  thread (what two single-threaded processes sharing the cores would each get); then the attack step's time over
+  512 images by batch size.
 - `--profile`: torch.profiler's top operators for both steps at synthetic's shape.
 
 Prints the tables; `--record` appends them, with the machine, to benchmarks/RESULTS.md.
@@ -112,7 +114,25 @@ def measure_levers(name: str, size: int, eval_batch: int, train_batch: int) -> l
         pair("bf16 autocast (not for evaluation)", bf16=True)
     pair("float32 torch.compile", compiled=True)
     row("float32 vmap K=4, per model", None, _stacked_train_ms(size, train_batch, k=4) / 4)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # what each of two single-threaded processes sharing the cores would get
+    try:
+        pair("float32 NCHW, 1 thread")
+    finally:
+        torch.set_num_threads(threads)
+    pair("float32 NCHW (today), again last")  # the first row again: how far this machine drifted meanwhile
     return rows
+
+
+def batch_sweep(size: int, images: int = 512, batches=(16, 64, 128, 256, 512)) -> list[str]:
+    """Attack-step time for `images` images cut into batches of each size: flat when the work is compute-bound."""
+    model = _model(size, frozen=True)
+    x, y = torch.rand(images, 1, size, size), torch.randint(0, 10, (images,))
+    cells = []
+    for batch in batches:
+        steps = [_steps(model, x[i:i + batch], y[i:i + batch])[0] for i in range(0, images, batch)]
+        cells.append(f"batch {batch}: {_median_ms(lambda steps=steps: [s() for s in steps], reps=7):.0f} ms")
+    return cells
 
 
 def _stacked_train_ms(size: int, batch: int, k: int) -> float:
@@ -147,7 +167,8 @@ def profile_ops(size: int, eval_batch: int, train_batch: int, top: int = 8) -> s
     for kind in ("attack", "train"):
         model = _model(size, frozen=kind == "attack")
         batch = eval_batch if kind == "attack" else train_batch
-        step = _steps(model, torch.rand(batch, 1, size, size), torch.randint(0, 10, (batch,)))[kind == "train"]
+        attack, train = _steps(model, torch.rand(batch, 1, size, size), torch.randint(0, 10, (batch,)))
+        step = train if kind == "train" else attack
         for _ in range(3):
             step()
         with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -210,6 +231,8 @@ def main() -> None:
              "|---|---|---|---|---|"]
     text += [f"| {r['preset']} | {r['variant']} | {_ms(r['attack'])} | {_ms(r['train'])} | {r['note']} |"
              for r in levers]
+    text += ["", f"Attack steps over 512 images at synthetic's {SHAPES['synthetic'][0]}x{SHAPES['synthetic'][0]}, "
+             "by batch size: " + "; ".join(batch_sweep(SHAPES["synthetic"][0])) + "."]
     if args.profile:
         size, eval_batch, train_batch = SHAPES["synthetic"]
         text += ["", "```", profile_ops(size, eval_batch, train_batch), "```"]
