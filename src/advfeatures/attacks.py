@@ -160,12 +160,16 @@ class AdaptiveStep:
         self.last_checkpoint = 0
 
     def next(self, index, x, loss, grad, t: int, project: Projector) -> torch.Tensor:
+        # every update is a masked write (torch.where) through the long `index`: no boolean indexing, so no step
+        # waits for the host (a GPU keeps its queue full)
         loss = loss.detach().float()
         self.rises[index] += (loss > self.last_loss[index]).float()
         self.last_loss[index] = loss
         improved = loss > self.best_loss[index]
-        self.best_loss[index[improved]] = loss[improved]
-        self.best_x[index[improved]], self.best_grad[index[improved]] = x[improved], grad[improved]
+        keep_best = _per_example(improved, x)
+        self.best_loss[index] = torch.where(improved, loss, self.best_loss[index])
+        self.best_x[index] = torch.where(keep_best, x, self.best_x[index])
+        self.best_grad[index] = torch.where(keep_best, grad, self.best_grad[index])
         if t in self.checkpoints:
             x, grad = self._checkpoint(index, x, grad, t)
         step = _per_example(self.step[index], x)
@@ -173,7 +177,8 @@ class AdaptiveStep:
         a = torch.where(self.fresh[index], 1.0, self.momentum)
         a = _per_example(a, x)
         moved = project(index, x + a * (z - x) + (1 - a) * (x - self.previous[index]))
-        self.previous[index], self.fresh[index] = x, False
+        self.previous[index] = x
+        self.fresh[index] = False
         return moved
 
     def _checkpoint(self, index, x, grad, t: int):
@@ -181,14 +186,15 @@ class AdaptiveStep:
         stalled = self.rises[index] < self.rho * interval
         no_gain = ~self.halved_at_checkpoint[index] & (self.best_loss[index] <= self.best_at_checkpoint[index])
         halve = stalled | no_gain
-        self.step[index[halve]] /= 2
+        self.step[index] = torch.where(halve, self.step[index] / 2, self.step[index])
         self.halved_at_checkpoint[index] = halve
         self.best_at_checkpoint[index] = self.best_loss[index]
         self.rises[index] = 0
         self.last_checkpoint = t
-        x, grad = x.clone(), grad.clone()
-        x[halve], grad[halve] = self.best_x[index[halve]], self.best_grad[index[halve]]
-        self.fresh[index[halve]] = True  # momentum from the abandoned point would pull back toward it
+        back = _per_example(halve, x)
+        x = torch.where(back, self.best_x[index], x)
+        grad = torch.where(back, self.best_grad[index], grad)
+        self.fresh[index] = self.fresh[index] | halve  # momentum from the abandoned point would pull back toward it
         return x, grad
 
 
@@ -201,6 +207,16 @@ def make_step_rule(rule: str, step_size: float, norm: str, steps: int) -> FixedS
 
 
 # ---------------------------------------------------------------- the engine
+
+
+def default_compact_every(device: torch.device) -> int:
+    """How often (in steps) examples that met their stop score leave the batch: every step on a CPU, where the
+    compute saved is all that counts; every COMPACT_EVERY_ACCELERATOR steps elsewhere, since each compaction makes
+    the host wait for the device (finished examples in between are masked: they stay where they are)."""
+    return 1 if device.type == "cpu" else COMPACT_EVERY_ACCELERATOR
+
+
+COMPACT_EVERY_ACCELERATOR = 10
 
 
 def projected_gradient(
@@ -217,13 +233,16 @@ def projected_gradient(
     restarts: int = 1,
     generator: torch.Generator | None = None,
     stop_score: float | torch.Tensor | None = None,
+    compact_every: int | None = None,
 ) -> AttackResult:
     """Maximise `objective` over the eps-ball around `center` intersected with [0, 1]^d.
 
     `step_rule` "fixed" moves `step_size` per step; "apgd" starts at `step_size` and adapts (module docstring).
     Restart 0 begins at `start` (default: `center`), plus uniform noise if `random_start`; later restarts
     always add noise. With `stop_score` (a number, or one per example), an example whose score reaches it
-    stops moving and leaves the batch (early exit: once a success criterion is met, more steps cannot matter).
+    stops moving (early exit: once a success criterion is met, more steps cannot matter) and leaves the batch at
+    the next compaction, every `compact_every` steps (default: `default_compact_every`). The loop itself never
+    reads a device value on the host, so on a GPU the only synchronisations are those compactions.
     """
     check_norm(norm)
     if eps < 0 or steps < 0 or restarts < 1 or step_size < 0:
@@ -235,6 +254,7 @@ def projected_gradient(
     n = center.shape[0]
     best_x = base.clone()
     best_score = torch.full((n,), -math.inf, device=center.device)
+    compact_every = compact_every or default_compact_every(center.device)
 
     def into_ball(index: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return (center[index] + project(z - center[index], norm, eps)).clamp(0, 1)
@@ -247,25 +267,30 @@ def projected_gradient(
         rule = make_step_rule(step_rule, step_size, norm, steps)
         rule.begin(x)
         active = torch.arange(n, device=center.device)
+        finished = torch.zeros(n, dtype=torch.bool, device=center.device)
         for t in range(steps + 1):
             x_active = x[active].requires_grad_(t < steps)
             with torch.enable_grad() if t < steps else torch.no_grad():
                 loss, score = objective(x_active, active)
                 grad = torch.autograd.grad(loss.sum(), x_active)[0] if t < steps else None
             score = score.detach().float()
+            x_active = x_active.detach()
             better = score > best_score[active]
-            best_score[active[better]] = score[better]
-            best_x[active[better]] = x_active.detach()[better]
+            best_score[active] = torch.where(better, score, best_score[active])
+            best_x[active] = torch.where(_per_example(better, x_active), x_active, best_x[active])
             if t == steps:
                 break
-            keep = torch.ones_like(better)
+            moved = rule.next(active, x_active, loss.detach(), grad.float(), t, into_ball)
             if stop_score is not None:
-                keep = score < (stop_score[active] if torch.is_tensor(stop_score) else stop_score)
-            moved = rule.next(active, x_active.detach(), loss.detach(), grad.float(), t, into_ball)
+                stop = stop_score[active] if torch.is_tensor(stop_score) else stop_score
+                done = finished[active] | (score >= stop)
+                finished[active] = done
+                moved = torch.where(_per_example(done, moved), x_active.to(moved.dtype), moved)
             x[active] = moved.to(x.dtype)
-            active = active[keep]
-            if active.numel() == 0:
-                break
+            if stop_score is not None and (t + 1) % compact_every == 0:
+                active = active[~finished[active]]
+                if active.numel() == 0:
+                    break
     return AttackResult(best_x.detach(), best_score)
 
 

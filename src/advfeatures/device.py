@@ -53,6 +53,22 @@ def autocast(device: torch.device, enabled: bool):
     return contextlib.nullcontext()
 
 
+@contextlib.contextmanager
+def exact_float32(device: torch.device):
+    """Plain float32 arithmetic on CUDA for the block: TF32 off in convolutions (cuDNN allows it by default) and in
+    matmuls. The evaluation runs under it, so a robust accuracy never depends on reduced-precision products; TF32
+    stays whatever the user set elsewhere. A no-op on other devices."""
+    if torch.device(device).type != "cuda":
+        yield
+        return
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 def to_memory_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
 

@@ -23,7 +23,7 @@ from .attacks import (
     margin,
     projected_gradient,
 )
-from .device import autocast
+from .device import autocast, exact_float32
 from .errors import BadInputError
 
 # Evaluation-strength defaults: AutoAttack's own APGD settings (100 steps, one APGD-CE run, nine target classes).
@@ -38,9 +38,10 @@ def predict(model, images: torch.Tensor, batch_size: int = 1024, amp: bool = Fal
     was_training = model.training
     model.eval()
     preds = []
-    for sl in _batches(images.shape[0], batch_size):
-        with autocast(images.device, amp):
-            preds.append(model(images[sl]).argmax(1))
+    with exact_float32(images.device):
+        for sl in _batches(images.shape[0], batch_size):
+            with autocast(images.device, amp):
+                preds.append(model(images[sl]).argmax(1))
     model.train(was_training)
     return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long, device=images.device)
 
@@ -90,25 +91,27 @@ def worst_case_examples(
     generator = torch.Generator(device=images.device).manual_seed(seed)
     out = images.clone()
     try:
-        logits = torch.cat([_logits(model, images[sl], amp) for sl in _batches(images.shape[0], batch_size)])
-        score = margin(logits, labels)  # > 0: already misclassified
-        ranked = logits.argsort(dim=1, descending=True)
-        runs = attack_runs(restarts, targets, logits.shape[1], dlr_restarts)
-        bar = tqdm(total=len(runs), desc=f"attack eps {eps:g}", disable=not progress, leave=False, unit="run")
-        for loss, rank in runs:
-            todo = (score <= 0).nonzero().squeeze(1)
-            for sl in _batches(todo.numel(), batch_size):
-                index = todo[sl]
-                objective = ClassificationObjective(model, labels[index], loss=loss, amp=amp,
-                                                    guide=ranked[index, rank] if rank else None)
-                result = projected_gradient(
-                    objective, images[index], norm=norm, eps=eps, steps=steps, step_size=step_size,
-                    step_rule="apgd", random_start=True, generator=generator, stop_score=0.0,
-                )
-                better = result.score > score[index]
-                out[index[better]], score[index[better]] = result.x[better], result.score[better]
-            bar.update(1)
-        bar.close()
+        with exact_float32(images.device):
+            logits = torch.cat([_logits(model, images[sl], amp) for sl in _batches(images.shape[0], batch_size)])
+            score = margin(logits, labels)  # > 0: already misclassified
+            ranked = logits.argsort(dim=1, descending=True)
+            runs = attack_runs(restarts, targets, logits.shape[1], dlr_restarts)
+            bar = tqdm(total=len(runs), desc=f"attack eps {eps:g}", disable=not progress, leave=False, unit="run")
+            for loss, rank in runs:
+                todo = (score <= 0).nonzero().squeeze(1)  # one host read per run: who is still unbroken
+                for sl in _batches(todo.numel(), batch_size):
+                    index = todo[sl]
+                    objective = ClassificationObjective(model, labels[index], loss=loss, amp=amp,
+                                                        guide=ranked[index, rank] if rank else None)
+                    result = projected_gradient(
+                        objective, images[index], norm=norm, eps=eps, steps=steps, step_size=step_size,
+                        step_rule="apgd", random_start=True, generator=generator, stop_score=0.0,
+                    )
+                    better = result.score > score[index]
+                    out[index] = torch.where(better.view(-1, *[1] * (out.dim() - 1)), result.x, out[index])
+                    score[index] = torch.where(better, result.score, score[index])
+                bar.update(1)
+            bar.close()
     finally:
         model.train(was_training)
     return out
@@ -117,6 +120,26 @@ def worst_case_examples(
 def _logits(model, x: torch.Tensor, amp: bool) -> torch.Tensor:
     with autocast(x.device, amp):
         return model(x).float()
+
+
+def robust_examples(
+    model,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    norm: str = "l2",
+    eps: float = 0.5,
+    **attack,
+) -> torch.Tensor:
+    """Per example (bool, N): still classified correctly after the APGD cascade (`worst_case_examples`' options).
+
+    Its mean is the robust accuracy; kept per example, it pairs our evaluation with another attack on the same
+    images and lets a curve skip, at larger radii, the points already broken.
+    """
+    batch_size = attack.get("batch_size", 512)
+    if eps == 0:
+        return predict(model, images, batch_size) == labels
+    adv = worst_case_examples(model, images, labels, norm=norm, eps=eps, **attack)
+    return predict(model, adv, batch_size) == labels
 
 
 def robust_accuracy(
@@ -137,20 +160,42 @@ def robust_accuracy(
     progress: bool = False,
 ) -> float:
     """Accuracy under the APGD cascade (module docstring; evaluation-strength defaults)."""
-    if eps == 0:
-        return clean_accuracy(model, images, labels, batch_size)
-    adv = worst_case_examples(
-        model, images, labels, norm=norm, eps=eps, steps=steps, restarts=restarts, targets=targets,
-        dlr_restarts=dlr_restarts, step_size=step_size, batch_size=batch_size, seed=seed, amp=amp, progress=progress,
+    robust = robust_examples(
+        model, images, labels, norm, eps, steps=steps, restarts=restarts, targets=targets, dlr_restarts=dlr_restarts,
+        step_size=step_size, batch_size=batch_size, seed=seed, amp=amp, progress=progress,
     )
-    return clean_accuracy(model, adv, labels, batch_size)
+    return float(robust.float().mean())
 
 
 def robust_accuracy_curve(
-    model, images: torch.Tensor, labels: torch.Tensor, norm: str, eps_values: Sequence[float], **attack
+    model,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    norm: str,
+    eps_values: Sequence[float],
+    *,
+    known: dict[float, torch.Tensor] | None = None,
+    **attack,
 ) -> dict[str, float]:
-    """Robust accuracy at each eps, keyed by the eps written as a string (JSON-friendly)."""
-    return {f"{e:g}": robust_accuracy(model, images, labels, norm, float(e), **attack) for e in eps_values}
+    """Robust accuracy at each eps, keyed by the eps written as a string (JSON-friendly).
+
+    Radii are attacked in increasing order, each only on the points no smaller radius has broken: an adversarial
+    example inside a ball is inside every larger one, so a broken point counts as broken at every larger radius
+    without being attacked again (the curve is non-increasing by construction). `known` maps radii already
+    evaluated on these images to their per-example results (`robust_examples`); they are used, not recomputed,
+    and carried forward like the others.
+    """
+    known = {float(k): v for k, v in (known or {}).items()}
+    broken = torch.zeros(labels.shape[0], dtype=torch.bool, device=labels.device)
+    curve = {}
+    for eps in sorted({float(e) for e in eps_values}):
+        if eps in known:
+            broken |= ~known[eps].to(broken.device)
+        elif not bool(broken.all()):
+            todo = (~broken).nonzero().squeeze(1)
+            broken[todo] |= ~robust_examples(model, images[todo], labels[todo], norm, eps, **attack)
+        curve[f"{eps:g}"] = float((~broken).float().mean())
+    return {f"{float(e):g}": curve[f"{float(e):g}"] for e in eps_values}
 
 
 def transfer_rate(

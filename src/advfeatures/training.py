@@ -220,7 +220,10 @@ def train_model(
     for epoch in range(start_epoch, config.epochs):
         model.train()
         order = torch.randperm(n, generator=generator, device=device)
-        total_loss, correct = 0.0, 0
+        # sums stay on the device and are read once per epoch: no step waits for the host
+        loss_sum = torch.zeros((), device=device)
+        correct_sum = torch.zeros((), dtype=torch.long, device=device)
+        finite = torch.ones((), dtype=torch.bool, device=device)
         for step in range(steps_per_epoch):
             idx = order[step * config.batch_size : (step + 1) * config.batch_size]
             global_batch = idx.shape[0]
@@ -228,10 +231,14 @@ def train_model(
                 continue
             x, y = images[idx], labels[idx]
             x = augment(x, config, generator) if (config.crop_padding or config.flip) else x
+            x = to_memory_format(x, config.channels_last)
             if group.distributed:  # this rank's slice (augmentation above consumed the shared generator)
                 x, y = x.tensor_split(group.world_size)[group.rank], y.tensor_split(group.world_size)[group.rank]
             if adv is not None:
-                attack_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=device))
+                # one draw per step either way (the data order after it depends on it); read on the host only
+                # when a random start will use it
+                drawn = torch.randint(0, 2**31 - 1, (1,), generator=generator, device=device)
+                attack_seed = int(drawn) if adv.random_start else 0
                 x = pgd_attack(
                     model, x, y, norm=adv.norm, eps=adv.eps, steps=adv.steps, step_size=adv.resolved_step_size(),
                     random_start=adv.random_start, batch_size=x.shape[0],
@@ -241,14 +248,9 @@ def train_model(
             for param_group in optimizer.param_groups:
                 param_group["lr"] = learning_rate(config, epoch + step / steps_per_epoch)
             with autocast(device, config.amp):
-                logits = trained(to_memory_format(x, config.channels_last))
+                logits = trained(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
-            # under DDP every rank must stop together, or the others would wait on this one's gradients forever
-            if not group.all_agree(bool(torch.isfinite(loss))):
-                where = f" on rank {group.rank}, non-finite on at least one rank" if group.distributed else ""
-                raise RuntimeError(
-                    f"{desc}: training diverged (loss {loss.item()}{where}) at epoch {epoch}; lower the lr"
-                )
+            finite &= torch.isfinite(loss)
             optimizer.zero_grad(set_to_none=True)
             # DDP averages gradients over ranks; weighting each rank's mean by its share of the global batch
             # (times the world size) makes that average the global-batch mean even for unequal slices
@@ -257,8 +259,16 @@ def train_model(
             optimizer.step()
             if average is not None:
                 average.update(model)
-            total_loss += float(loss.detach()) * y.shape[0]
-            correct += int((logits.argmax(1) == y).sum())
+            loss_sum += loss.detach() * y.shape[0]
+            correct_sum += (logits.argmax(1) == y).sum()
+        # checked once an epoch (a per-step check would make every step wait for the device); under DDP every rank
+        # must stop together, or the others would wait on this one's gradients forever
+        if not group.all_agree(bool(finite)):
+            where = f" on rank {group.rank}, non-finite on at least one rank" if group.distributed else ""
+            raise RuntimeError(
+                f"{desc}: training diverged (loss {loss.item()}{where}) at epoch {epoch}; lower the lr"
+            )
+        total_loss, correct = float(loss_sum), int(correct_sum)
         total_loss, correct = group.sum([total_loss, correct])
         history["loss"].append(total_loss / n)
         history["train_accuracy"].append(correct / n)
@@ -315,6 +325,8 @@ def train_new_model(
         spec.arch, in_channels=images.shape[1], num_classes=num_classes, image_size=images.shape[-1],
         mean=mean, std=std, **spec.options,
     ).to(images.device)
+    if hasattr(model, "init_from_data"):  # data-dependent layers (FastNet's whitening stem) are set before training
+        model.init_from_data(images)
     history = train_model(
         model, images, labels, config, progress=progress, desc=desc, checkpoint=checkpoint, group=group
     )
