@@ -1,18 +1,23 @@
-"""The CIFAR-10 preset's stages on CIFAR-shaped data: throughput per stage, share of the GPU's bf16 peak, and the
-projected wall time of the whole `advfeatures reproduce --preset cifar10` pipeline on this machine.
+"""A CIFAR-10 preset's whole `reproduce` run, counted stage by stage: the work each stage does, and the wall time it
+projects to, from rates measured on this machine or from an assumed share of a GPU's bf16 peak.
 
-    python benchmarks/cifar_stages.py [--arch resnet18] [--device auto] [--amp] [--channels-last] [--compile]
-        [--batches 3] [--steps 10] [--attack-batch 512] [--transfer]
+    python benchmarks/cifar_stages.py --preset cifar10_fast                     # measure here, project
+    python benchmarks/cifar_stages.py --preset cifar10_fast --assume-share 0.1 0.2 0.35 --gpu H200
+    python benchmarks/cifar_stages.py --preset cifar10 --arch resnet18 --assume-share 0.05
 
-Real CIFAR-10 cannot be downloaded here, so the data are random 3x32x32 images (speed does not depend on the
-pixels). Each stage runs the library's own code (`train_model`, `invert_representation`, `pgd_attack`, with the
-APGD step rule for evaluation) for a few batches after a warm-up; the projection multiplies each stage's measured
-rate by the work the preset prescribes (epochs x 50,000 images, inversion steps x 50,000 images, ...). `--arch` replaces
-the preset's ResNet-50 everywhere (default resnet18, the speed goal's model); `--transfer` also times the
-preset's transfer architectures (else their training is projected at the source architecture's rate).
-On CPU the defaults shrink the batches (a full-width ResNet-18 step takes seconds on 2 cores); the projection
-then says how long the pipeline would take on this CPU, which is the point: it needs a GPU.
-Prints a table and appends it, with the machine, to benchmarks/RESULTS.md.
+Work is counted in forward passes of one 32x32 image through each network, from the preset itself (epochs x
+50,000 images; inversion and relabelling steps x 50,000; the evaluation cascade on 10,000 test images; the
+AutoAttack check; Figure 3's architectures; Table 9; the follow-ups), with FLOPs per pass counted by
+torch's FlopCounterMode: a training step is forward + backward with weight gradients, an attack or inversion step
+forward + input gradient only. The evaluation's cost depends on how many test points stay robust (a broken point
+leaves the cascade early): it is counted with the robust fractions the issue's targets expect, so it is an
+estimate, labelled as one.
+
+Measured mode (default) times the library's own loops (`train_model`, `invert_representation`, `pgd_attack`) at
+the preset's batch sizes on random CIFAR-shaped data (speed does not depend on the pixels), after a warm-up, and
+projects each stage at the rate of its kind of loop. `--assume-share` skips timing and projects from FLOPs at the
+given shares of `--gpu`'s dense bf16 peak: the only projection possible without the GPU. Both print a table and
+append it, with the machine, to benchmarks/RESULTS.md (`--no-record` to skip).
 """
 
 from __future__ import annotations
@@ -20,28 +25,111 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import time
+from dataclasses import dataclass
 
 import torch
 from _machine import append
 from torch.utils.flop_counter import FlopCounterMode
 
 from advfeatures.attacks import invert_representation, pgd_attack
-from advfeatures.construct import CHUNK
 from advfeatures.device import compile_model, resolve_device
 from advfeatures.models import build_model
 from advfeatures.presets import get_preset
-from advfeatures.training import TrainConfig, train_model
+from advfeatures.training import ModelSpec, TrainConfig, train_model
 
 N_TRAIN, N_TEST = 50_000, 10_000
 # dense bf16 tensor-core peak (FLOP/s) by device-name fragment, from the vendors' data sheets
 BF16_PEAK = {"H200": 989e12, "H100 PCIe": 756e12, "H100": 989e12, "A100": 312e12, "L4": 121e12}
+# robust fraction at the threat model expected for each evaluated model (the issue's targets), for the cascade's cost
+EXPECTED_ROBUST = {"D": 0.05, "D_adv": 0.70, "D_R": 0.45, "D_NR": 0.03, "D_rand": 0.0, "D_det": 0.0,
+                   "D_det_unleaked": 0.0}
+BROKEN_STEPS = 10  # attack steps a non-robust point costs before the cascade drops it (APGD starts at step 2 eps)
+AUTOATTACK_STEPS_PER_ROBUST_POINT = 4500  # APGD-CE 100 + APGD-T 9x100 + FAB-T ~9x100x2 + Square 5000 forwards / 3
 
 
-def bf16_peak(device: torch.device) -> float | None:
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    return next((v for k, v in BF16_PEAK.items() if k in name), None)
+@dataclass
+class Work:
+    stage: str
+    loop: str  # "train", "adversarial train", "attack"
+    spec: ModelSpec
+    passes: float  # images (training) or image-steps (attack)
+
+
+def count_work(preset, full: bool = False) -> list[Work]:
+    """Every stage's work for one seed of `preset` on all of CIFAR-10."""
+    p, src = preset, preset.model
+    ev, inv, rel = p.evaluation, p.inversion, p.relabel
+    epochs = {name: c.epochs for name, c in p.constructed_train.items()}
+    adv = p.adversarial_train.adversarial
+    work = [
+        Work("D", "train", src, p.train.epochs * N_TRAIN),
+        Work("D_adv (PGD-%d)" % adv.steps, "adversarial train", src, p.adversarial_train.epochs * N_TRAIN),
+        Work("construct D_R + D_NR", "attack", src, 2 * N_TRAIN * inv.steps),
+        Work("construct D_rand + D_det", "attack", src, 2 * N_TRAIN * rel.steps),
+        Work("train on D_R, D_NR, D_rand, D_det", "train", src,
+             sum(epochs[k] for k in ("D_R", "D_NR", "D_rand", "D_det")) * N_TRAIN),
+        # its size depends on the data (75-95% of D_det here so far): counted in full
+        Work("train on D_det_unleaked (counted in full)", "train", src, epochs["D_det_unleaked"] * N_TRAIN),
+    ]
+    runs, curve_runs = ev.restarts + ev.targets, ev.restarts + ev.curve_targets
+    for name, r in EXPECTED_ROBUST.items():
+        steps = N_TEST * (r * runs * ev.steps + (1 - r) * BROKEN_STEPS)
+        # the curve's larger radii on curve_limit images, only where no smaller radius broke the point
+        larger = [e for e in ev.curve_eps if e > p.threat.eps]
+        n = min(ev.curve_limit or N_TEST, N_TEST)
+        steps += sum(n * (r / 2 ** (i + 1)) * curve_runs * ev.steps for i in range(len(larger)))
+        work.append(Work(f"evaluate {name} (estimate)", "attack", src, steps))
+    n_check = min(ev.check_limit or N_TEST, N_TEST)
+    work.append(Work("AutoAttack check, 4 models (estimate)", "attack", src,
+                     sum(n_check * EXPECTED_ROBUST[m] * AUTOATTACK_STEPS_PER_ROBUST_POINT
+                         for m in ("D", "D_adv", "D_R", "D_NR"))))
+    archs = p.transfer_models_full if full else p.transfer_models
+    for spec in archs:
+        if spec != src:
+            work.append(Work(f"transfer: {spec.arch} on D and D_det", "train", spec,
+                             (p.train.epochs + epochs["D_det"]) * N_TRAIN))
+    work.append(Work("transfer: source's PGD examples (2 attacks on the test set)", "attack", src,
+                     N_TEST * (ev.steps + rel.steps)))
+    work += [
+        Work("Table 9: D_rand + D_det against the robust model", "attack", src, 2 * N_TRAIN * rel.steps),
+        Work("Table 9: train on both", "train", src, (epochs["D_rand"] + epochs["D_det"]) * N_TRAIN),
+    ]
+    f = p.followups
+    work += [
+        Work(f"follow-ups: {f.ensemble + 1} more D models (Nakkiran's ensemble)", "train", src,
+             (f.ensemble + 1) * p.train.epochs * N_TRAIN),
+        Work(f"follow-ups: D_det_bugs (relabelling through {f.ensemble + 1} models)", "attack", src,
+             (f.ensemble + 1) * N_TRAIN * rel.steps),
+        Work("follow-ups: train on D_det_bugs", "train", src, epochs["D_det"] * N_TRAIN),
+        Work("follow-ups: Wallace's teacher and student (student counted on half of D)", "train", src,
+             (f.teacher_epochs + 0.5 * epochs["D_det"]) * N_TRAIN),
+    ]
+    return work
+
+
+def pass_flops(spec: ModelSpec) -> tuple[float, float, float]:
+    """FLOPs of one 32x32 image: (forward, training step, attack step = forward + input gradient only)."""
+    model = build_model(spec.arch, in_channels=3, num_classes=10, image_size=32, **spec.options)
+    x = torch.rand(2, 3, 32, 32, requires_grad=True)
+    with FlopCounterMode(display=False) as counter:
+        model(x)
+    forward = counter.get_total_flops() / 2
+    totals = []
+    for weights in (True, False):
+        with FlopCounterMode(display=False) as counter:
+            model(x).sum().backward(inputs=[x, *model.parameters()] if weights else [x])
+        totals.append(counter.get_total_flops() / 2)
+        model.zero_grad(set_to_none=True)
+    return forward, totals[0], totals[1]
+
+
+def step_flops(item: Work, flops: dict, preset) -> float:
+    _, train, attack = flops[item.spec.arch, tuple(sorted(item.spec.options.items()))]
+    if item.loop == "train":
+        return train
+    if item.loop == "adversarial train":
+        return preset.adversarial_train.adversarial.steps * attack + train
+    return attack
 
 
 def sync(device: torch.device) -> None:
@@ -58,146 +146,104 @@ def timed(fn, device: torch.device) -> float:
     return time.perf_counter() - t
 
 
-def pass_flops(model: torch.nn.Module, device: torch.device, weights: bool) -> float:
-    """FLOPs of one image's forward + backward: with weight gradients (a training step) or with the input gradient
-    only (an attack or inversion step)."""
-    x = torch.rand(2, 3, 32, 32, device=device, requires_grad=True)
-    with FlopCounterMode(display=False) as counter:
-        out = model(x).sum()
-        out.backward(inputs=[x, *model.parameters()] if weights else [x])
-    model.zero_grad(set_to_none=True)
-    return counter.get_total_flops() / 2
+def measure_rates(preset, device, args) -> dict[str, float]:
+    """Images (training) or image-steps (attacks) per second of the source network, at the preset's batch sizes."""
+    spec, amp, cl = preset.model, preset.amp, preset.channels_last
 
+    def fresh():
+        model = build_model(spec.arch, in_channels=3, num_classes=10, image_size=32, **spec.options).to(device)
+        return model.to(memory_format=torch.channels_last) if cl else model
 
-def new_model(arch: str, device: torch.device, args) -> torch.nn.Module:
-    model = build_model(arch, in_channels=3, num_classes=10, image_size=32, **({"width": args.width} if args.width
-                                                                                  else {})).to(device)
-    if args.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return model
+    def train_rate(config: TrainConfig) -> float:
+        batch = args.train_batch or config.batch_size
+        config = dataclasses.replace(config, epochs=1, batch_size=batch, amp=amp, channels_last=cl,
+                                     compile=args.compile)
+        n = batch * args.batches
+        x, y = torch.rand(n, 3, 32, 32, device=device), torch.randint(0, 10, (n,), device=device)
+        model = fresh()
+        return n / timed(lambda: train_model(model, x, y, config, progress=False), device)
+
+    batch = args.attack_batch or preset.inversion.batch_size
+    model = fresh().eval()
+    if args.compile:
+        compile_model(model)
+    xa, ya = torch.rand(batch, 3, 32, 32, device=device), torch.randint(0, 10, (batch,), device=device)
+    s = args.steps
+    inversion = batch * s / timed(lambda: invert_representation(
+        model, xa, xa.roll(1, 0), steps=s, step_size=0.1, batch_size=batch, amp=amp), device)
+    relabel = batch * s / timed(lambda: pgd_attack(
+        model, xa, ya, eps=0.5, steps=s, step_size=0.1, targeted=True, batch_size=batch, amp=amp), device)
+    evaluation = batch * s / timed(lambda: pgd_attack(  # float32 APGD without early exit: the cascade's step
+        model, xa, ya, eps=0.25, steps=s, step_rule="apgd", batch_size=batch), device)
+    return {"train": train_rate(preset.train), "adversarial train": train_rate(preset.adversarial_train),
+            "attack": min(inversion, relabel), "evaluation": evaluation}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--arch", default="resnet18")
-    ap.add_argument("--width", type=int, help="architecture width (default: the architecture's own)")
+    ap.add_argument("--preset", default="cifar10_fast", choices=["cifar10_fast", "cifar10"])
+    ap.add_argument("--arch", help="replace the preset's network everywhere (e.g. resnet18 for cifar10)")
+    ap.add_argument("--full", action="store_true", help="Figure 3 with every architecture (--full)")
+    ap.add_argument("--assume-share", type=float, nargs="+",
+                    help="project from FLOPs at these shares of --gpu's dense bf16 peak instead of timing")
+    ap.add_argument("--gpu", default="H200", choices=sorted(BF16_PEAK), help="peak for --assume-share")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA)")
-    ap.add_argument("--channels-last", action="store_true")
     ap.add_argument("--compile", action="store_true")
-    ap.add_argument("--batches", type=int, help="timed training batches per stage (default: 20 on GPU, 2 on CPU)")
-    ap.add_argument("--train-batch", type=int, help="training batch (default: the preset's 128 on GPU, 32 on CPU)")
-    ap.add_argument("--attack-batch", type=int, help=f"attack/inversion batch (default {CHUNK} on GPU, 32 on CPU)")
+    ap.add_argument("--batches", type=int, default=10, help="timed training batches per loop")
+    ap.add_argument("--train-batch", type=int, help="training batch (default: the preset's)")
+    ap.add_argument("--attack-batch", type=int, help="attack/inversion batch (default: the preset's)")
     ap.add_argument("--steps", type=int, default=10, help="timed attack/inversion steps per measurement")
-    ap.add_argument("--transfer", action="store_true", help="also time the transfer architectures' training")
+    ap.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
     args = ap.parse_args()
-    device = resolve_device(args.device)
-    gpu = device.type == "cuda"
-    batches = args.batches or (20 if gpu else 2)
-    train_batch = args.train_batch or (128 if gpu else 32)
-    attack_batch = args.attack_batch or (CHUNK if gpu else 32)
-    preset = get_preset("cifar10")
-    torch.manual_seed(0)
-
-    def train_rate(arch: str, config: TrainConfig) -> float:
-        """Training images per second with the preset's augmentation (and PGD, for adversarial training)."""
-        model = new_model(arch, device, args)
-        config = dataclasses.replace(config, epochs=1, batch_size=train_batch, amp=args.amp,
-                                     channels_last=args.channels_last, compile=args.compile)
-        n = train_batch * batches
-        x, y = torch.rand(n, 3, 32, 32, device=device), torch.randint(0, 10, (n,), device=device)
-        seconds = timed(lambda: train_model(model, x, y, config, progress=False), device)
-        return n / seconds
-
-    model = new_model(args.arch, device, args).eval()
-    train_flops, attack_flops = pass_flops(model, device, True), pass_flops(model, device, False)
-    if args.compile:
-        compile_model(model)
-    xa = torch.rand(attack_batch, 3, 32, 32, device=device)
-    ya = torch.randint(0, 10, (attack_batch,), device=device)
-    s, rel, inv, ev = args.steps, preset.relabel, preset.inversion, preset.evaluation
-    attack_rates = {  # image-steps per second
-        "inversion": attack_batch * s / timed(lambda: invert_representation(
-            model, xa, xa.roll(1, 0), steps=s, step_size=inv.step_size, batch_size=attack_batch, amp=args.amp), device),
-        "relabel": attack_batch * s / timed(lambda: pgd_attack(
-            model, xa, ya, eps=rel.eps, steps=s, step_size=rel.step_size, targeted=True, batch_size=attack_batch,
-            amp=args.amp), device),
-        # an APGD run without early exit: the evaluation cascade's per-step cost (random labels would otherwise
-        # stop most examples at once)
-        "evaluation": attack_batch * s / timed(lambda: pgd_attack(
-            model, xa, ya, eps=preset.threat.eps, steps=s, step_rule="apgd", batch_size=attack_batch, amp=args.amp),
-            device),
-    }
-    rates = {
-        "standard training": train_rate(args.arch, preset.train),
-        "adversarial training (PGD-7)": train_rate(args.arch, preset.adversarial_train),
-        **attack_rates,
-    }
-    transfer_archs = [m.arch for m in preset.transfer_models if m.arch != args.arch]
-    transfer_rates = {a: train_rate(a, preset.train) if args.transfer else rates["standard training"]
-                      for a in transfer_archs}
-
-    def achieved(key: str, rate: float) -> float:  # FLOP/s
-        if "PGD" in key:  # 7 attack passes and one training pass per image
-            return rate * (7 * attack_flops + train_flops)
-        return rate * (train_flops if "training" in key else attack_flops)
-
-    # the work the preset prescribes, in training images or attack image-steps
-    epochs = preset.train.epochs
-    # upper bound: every APGD run on every image (the cascade runs each only on the images still robust)
-    eval_steps = (N_TEST * ev.steps * (ev.restarts + ev.targets)
-                  + ev.curve_limit * ev.steps * (ev.restarts + ev.curve_targets) * (len(ev.curve_eps) - 1))
-    work = [  # (stage, rate key, amount)
-        ("D", "standard training", epochs * N_TRAIN),
-        ("D_adv", "adversarial training (PGD-7)", preset.adversarial_train.epochs * N_TRAIN),
-        ("construct D_R + D_NR", "inversion", 2 * N_TRAIN * inv.steps),
-        ("construct D_rand + D_det", "relabel", 2 * N_TRAIN * rel.steps),
-        # D_det_unleaked's size depends on the data (~94% of D_det on digits, ~75% on synthetic): counted in full
-        ("train on D_R, D_NR, D_rand, D_det, D_det_unleaked (counted in full)", "standard training",
-         5 * epochs * N_TRAIN),
-        ("evaluate 7 models (APGD cascade + curve; upper bound)", "evaluation", 7 * eval_steps),
-        # AutoAttack's APGD-CE + APGD-T as above; FAB-T and Square counted as the same again (rough)
-        ("attack check (4 models, AutoAttack; rough)", "evaluation",
-         4 * 2 * (ev.check_limit or N_TEST) * ev.steps * (ev.restarts + ev.targets)),
-        ("robust source: build D_rand + D_det, train on both", "relabel", 2 * N_TRAIN * rel.steps),
-        ("robust source: train on its D_rand and D_det", "standard training", 2 * epochs * N_TRAIN),
-    ]
-    rows, total, total_flops = [], 0.0, 0.0
-    for stage, key, amount in work:
-        seconds = amount / rates[key]
-        total += seconds
-        total_flops += seconds * achieved(key, rates[key])
-        rows.append((stage, key, amount, seconds))
-    for arch, rate in transfer_rates.items():
-        seconds = 2 * epochs * N_TRAIN / rate  # models on D and on D_det
-        total += seconds
-        total_flops += 2 * epochs * N_TRAIN * train_flops  # at the source architecture's cost per image
-        rows.append((f"transfer: {arch} on D and D_det", f"{arch} training" if args.transfer else "standard training",
-                     2 * epochs * N_TRAIN, seconds))
-    peak = bf16_peak(device)
-
-
-    header = (f"{args.arch}{f' width {args.width}' if args.width else ''}, {device.type}, amp={args.amp}, "
-              f"channels_last={args.channels_last}, compile={args.compile}; training batch {train_batch} x {batches} "
-              f"batches, attack batch {attack_batch} x {s} steps; per image forward+backward {train_flops / 1e9:.2f} "
-              f"GFLOP (training), {attack_flops / 1e9:.2f} GFLOP (attack step: input gradient only)")
-    lines = [header, "", "| loop | rate | achieved TFLOP/s | share of bf16 peak |", "|---|---|---|---|"]
-    for key, rate in rates.items():
-        unit = "images/s" if "training" in key else "image-steps/s"
-        flops = achieved(key, rate)
-        share = f"{100 * flops / peak:.1f}%" if peak else "n/a (no GPU)"
-        lines.append(f"| {key} | {rate:,.1f} {unit} | {flops / 1e12:.3f} | {share} |")
-    lines += ["", "| stage (projected for the whole preset) | rate used | work | hours |", "|---|---|---|---|"]
-    for stage, key, amount, seconds in rows:
-        lines.append(f"| {stage} | {key} | {amount:,.0f} | {seconds / 3600:.2f} |")
-    lines += ["", f"**Projected wall time of the CIFAR-10 pipeline ({args.arch}, one seed, default transfer set) on "
-              f"this machine: {total / 3600:.1f} hours.** The pipeline is {total_flops / 1e15:,.0f} PFLOP of "
-              f"forward/backward work (transfer architectures counted at {args.arch}'s cost per image), so finishing "
-              f"it in 60 minutes needs {total_flops / 3600 / 1e12:,.0f} TFLOP/s sustained"
-              + (f" ({100 * total_flops / 3600 / peak:.0f}% of this GPU's bf16 peak)." if peak else ".")]
+    preset = get_preset(args.preset)
+    if args.arch:
+        preset = dataclasses.replace(preset, model=ModelSpec(args.arch), transfer_models=[
+            ModelSpec(args.arch) if m == preset.model else m for m in preset.transfer_models])
+    work = count_work(preset, args.full)
+    flops = {}
+    for item in work:
+        key = item.spec.arch, tuple(sorted(item.spec.options.items()))
+        if key not in flops:
+            flops[key] = pass_flops(item.spec)
+    total_flops = sum(w.passes * step_flops(w, flops, preset) for w in work)
+    src = flops[preset.model.arch, tuple(sorted(preset.model.options.items()))]
+    head = (f"preset {args.preset} ({preset.model.arch} {preset.model.options or ''}; one seed; "
+            f"{'all' if args.full else 'default'} Figure 3 architectures). Source network per 32x32 image: "
+            f"{src[0] / 1e9:.3f} GFLOP forward, {src[1] / 1e9:.3f} training step, {src[2] / 1e9:.3f} attack step. "
+            f"Whole run: {total_flops / 1e15:,.1f} PFLOP.")
+    if args.assume_share:
+        peak = BF16_PEAK[args.gpu]
+        shares = args.assume_share
+        lines = [head, "", "Projected, not measured: FLOPs at assumed shares of the " + args.gpu
+                 + f" dense bf16 peak ({peak / 1e12:.0f} TFLOP/s).", "",
+                 "| stage | loop | work (passes) | PFLOP | " + " | ".join(f"s at {s:.0%}" for s in shares) + " |",
+                 "|---|---|---|---|" + "---|" * len(shares)]
+        for w in work:
+            f = w.passes * step_flops(w, flops, preset)
+            lines.append(f"| {w.stage} | {w.loop} | {w.passes:,.0f} | {f / 1e15:.2f} | "
+                         + " | ".join(f"{f / (s * peak):.0f}" for s in shares) + " |")
+        lines.append("| **total** | | | **{:.1f}** | ".format(total_flops / 1e15)
+                     + " | ".join(f"**{total_flops / (s * peak) / 60:.1f} min**" for s in shares) + " |")
+        title = f"Projected GPU time of the {args.preset} preset ({args.gpu}, assumed shares of peak)"
+    else:
+        device = resolve_device(args.device)
+        rates = measure_rates(preset, device, args)
+        lines = [head, "", "| stage | loop | work (passes) | rate used | seconds |", "|---|---|---|---|---|"]
+        total = 0.0
+        for w in work:
+            key = "evaluation" if w.stage.startswith("evaluate") or "AutoAttack" in w.stage else w.loop
+            rate = rates[key] * (src[1 if w.loop != "attack" else 2] / step_flops(w, flops, preset)
+                                 if w.spec != preset.model else 1.0)  # other architectures: scaled by FLOPs
+            total += w.passes / rate
+            lines.append(f"| {w.stage} | {key} | {w.passes:,.0f} | {rate:,.0f}/s | {w.passes / rate:,.0f} |")
+        lines.append(f"| **total** | | | | **{total:,.0f} s ({total / 60:.1f} min)** |")
+        lines += ["", "Rates: " + ", ".join(f"{k} {v:,.0f}/s" for k, v in rates.items())
+                  + f" ({device.type}, amp={preset.amp}, channels_last={preset.channels_last}, compile={args.compile})"]
+        title = f"Measured rates and projected time of the {args.preset} preset ({device.type})"
     text = "\n".join(lines)
     print(text)
-    append(f"CIFAR-10 preset stages on CIFAR-shaped data ({device.type})", text)
+    if not args.no_record:
+        append(title, text)
 
 
 if __name__ == "__main__":

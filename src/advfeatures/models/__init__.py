@@ -12,6 +12,7 @@ from ..errors import BadInputError, CorruptFileError
 from ..io import load_tensors, save_tensors
 from .base import ImageClassifier
 from .cifar import VGG16BN, DenseNet121, InceptionNet, ResNet9, ResNet18, ResNet50
+from .fast import FastNet
 from .small import MLP, SmallCNN, TinyResNet, WideCNN
 from .wide_resnet import WideResNet
 
@@ -23,6 +24,7 @@ MODELS: dict[str, Callable[..., ImageClassifier]] = {
     "wide_cnn": WideCNN,
     "tiny_resnet": TinyResNet,
     "resnet9": ResNet9,
+    "fastnet": FastNet,
     "resnet18": ResNet18,
     "resnet50": ResNet50,
     "vgg16_bn": VGG16BN,
