@@ -112,14 +112,23 @@ def build_non_robust_dataset(standard_model, images, labels, **options) -> Const
     return build_inverted_dataset(standard_model, images, labels, desc="D_NR", **options)
 
 
+RELABEL_MODES = ("rand", "det", "rand_no_true")
+
+
 def relabel_targets(labels: torch.Tensor, mode: str, num_classes: int, seed: int = 0) -> torch.Tensor:
-    """Targets t: uniform over all classes ("rand", so robust features end up uncorrelated with t) or (y+1) mod C."""
+    """Targets t: "rand" uniform over all classes (so robust features end up uncorrelated with t; about 1 in C
+    targets equal the true label, and those images are simply correctly labelled), "rand_no_true" uniform over
+    the C - 1 other classes (t != y always), "det" (y+1) mod C."""
     if mode == "rand":
         g = torch.Generator().manual_seed(seed)
         return torch.randint(0, num_classes, labels.shape, generator=g).to(labels.device)
+    if mode == "rand_no_true":
+        g = torch.Generator().manual_seed(seed)
+        shift = torch.randint(1, num_classes, labels.shape, generator=g).to(labels.device)
+        return (labels + shift) % num_classes
     if mode == "det":
         return (labels + 1) % num_classes
-    raise BadInputError(f"unknown relabelling {mode!r}; choose 'rand' or 'det'")
+    raise BadInputError(f"unknown relabelling {mode!r}; choose from: {', '.join(RELABEL_MODES)}")
 
 
 def build_relabelled_dataset(
@@ -161,6 +170,71 @@ def build_relabelled_dataset(
     return ConstructedDataset(out, targets, labels.clone(), {"mode": mode, "keep_models": len(keep_models)})
 
 
+PATTERN_FAMILIES = ("tile", "gaussian")
+
+
+def class_patterns(num_classes: int, image_shape: Sequence[int], eps: float, family: str = "tile",
+                   seed: int = 0) -> torch.Tensor:
+    """One fixed perturbation per class, (C, *image_shape), each of L2 norm exactly eps, made without any model.
+
+    "tile": a random 2x2 tile per class and channel repeated over the image: the highest spatial frequency an image
+    has, and the structure a random stride-2 transposed convolution of a constant map produces, which Keller Jordan
+    found a far stronger shortcut than Gaussian noise (KellerJordan/cifar10-zoo, adversarial/). A convolution
+    detects it at every position, and no natural image class carries it. "gaussian": i.i.d. Gaussian pixels, the
+    weaker baseline.
+    """
+    if family not in PATTERN_FAMILIES:
+        raise BadInputError(f"unknown pattern family {family!r}; choose from: {', '.join(PATTERN_FAMILIES)}")
+    channels, height, width = image_shape
+    g = torch.Generator().manual_seed(seed)
+    if family == "tile":
+        tile = torch.randn(num_classes, channels, 2, 2, generator=g, dtype=torch.float64)
+        patterns = tile.repeat(1, 1, (height + 1) // 2, (width + 1) // 2)[..., :height, :width]
+    else:
+        patterns = torch.randn(num_classes, channels, height, width, generator=g, dtype=torch.float64)
+    patterns = eps * patterns / patterns.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    return patterns.float()
+
+
+def build_shortcut_dataset(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    mode: str,
+    num_classes: int,
+    eps: float,
+    family: str = "tile",
+    seed: int = 0,
+    clean_model: torch.nn.Module | None = None,
+) -> ConstructedDataset:
+    """A leakage-only control for D_rand / D_det (Keller Jordan, KellerJordan/cifar10-zoo "run1_shortcuts"): the
+    same targets t as `build_relabelled_dataset` (same mode, same seed), but each image gets its target's fixed
+    class pattern (`class_patterns`, L2 norm eps; clipped to [0, 1]) instead of an attack: no model makes the
+    perturbation, so it carries no feature the data has. Some images stay clean, bit for bit:
+    in "rand" / "rand_no_true" those whose target equals the true label (none for "rand_no_true"); in "det" those
+    `clean_model` (a weakly trained standard model) already reads as the target y+1.
+
+    Trained on, such a set can reach real test accuracy without any non-robust feature: the clean images teach
+    the true classes of their subset (in D_det: the images that look like y+1), while the shortcut images are
+    fitted through their patterns. How close the real D_rand / D_det come to these controls bounds what their
+    accuracy says about features.
+    """
+    targets = relabel_targets(labels, mode, num_classes, seed)
+    if mode == "det":
+        if clean_model is None:
+            raise BadInputError("the D_det shortcut control needs clean_model: a weakly trained standard model whose "
+                                "prediction y+1 leaves an image unperturbed")
+        clean = predict(clean_model, images) == targets
+    else:
+        clean = targets == labels
+    patterns = class_patterns(num_classes, images.shape[1:], eps, family, seed).to(images.device, images.dtype)
+    shifted = (images + patterns[targets]).clamp(0, 1)
+    out = torch.where(clean.view(-1, *[1] * (images.dim() - 1)), images, shifted)
+    return ConstructedDataset(out, targets, labels.clone(), {
+        "mode": mode, "family": family, "eps": float(eps), "clean_fraction": float(clean.float().mean()),
+    })
+
+
 # ---------------------------------------------------------------- diagnostics
 
 
@@ -178,6 +252,7 @@ def relabelled_diagnostics(
         "max_perturbation_norm": float(delta.max()),
         "robust_model_reads_original": float((robust_pred == constructed.original_labels).float().mean()),
         "robust_model_reads_target": float((robust_pred == constructed.labels).float().mean()),
+        "target_equals_true": float((constructed.labels == constructed.original_labels).float().mean()),
     }
 
 
