@@ -564,3 +564,14 @@ def test_pipe_safe_stream_drops_output_after_the_reader_leaves(capsys, files, mo
     code = main(fill(TRAIN + ["--epochs", "0"], files))
     assert code == 0
     assert af.load_model(files["out"]).config["arch"] == "small_cnn"
+
+
+def test_a_gpu_index_past_the_machine_is_refused(monkeypatch):
+    """cuda:7 on a one-GPU machine (simulated: this test must run without a GPU too) names the GPUs there are."""
+    from advfeatures.validation import check_device_name
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert check_device_name("cuda:0") == torch.device("cuda:0")
+    with pytest.raises(BadInputError, match=r"1 GPU\(s\), cuda:0..cuda:0"):
+        check_device_name("cuda:7")

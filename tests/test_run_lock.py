@@ -228,6 +228,16 @@ def test_run_folder_lock_removes_orphaned_temporaries_and_reports_a_takeover(tmp
     assert any("removed 3 temporary file(s)" in line for line in lines), lines
 
 
+def test_a_folder_not_known_to_be_ours_is_not_cleaned(tmp_path):
+    """`theory --out ~/somewhere` locks without clean-up: a user's own `.notes.draft.tmp` there must survive."""
+    theirs = tmp_path / "sub" / ".notes.draft.tmp"
+    theirs.parent.mkdir()
+    theirs.write_text("mine")
+    with run_folder_lock(tmp_path, clean=False):
+        assert theirs.exists()
+    assert theirs.read_text() == "mine"
+
+
 def test_run_folder_lock_rechecks_under_the_lock_and_releases_on_failure(tmp_path):
     def recheck():
         raise BadInputError("run.json changed meanwhile")
@@ -281,3 +291,38 @@ def test_reproduce_holds_the_lock_for_its_body_and_cleans_temporaries(tmp_path, 
     assert seen["record"]["pid"] == os.getpid()
     assert seen["files"] == [LOCK_NAME]
     assert not (out / LOCK_NAME).exists()
+
+
+@pytest.mark.slow
+def test_two_reproduce_commands_on_one_folder(tmp_path):
+    """Issue 25's scenario end to end, with real `reproduce` processes on one --out: A runs (its stdout closed at
+    once, as `| head -0` would: it must still finish, exit 0); B, started while A holds the folder, is refused
+    with exit 2 naming A, having written nothing; C, run after A, finds every stage done (nothing is redone)."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "advfeatures", "reproduce", "--preset", "synthetic", "--quick", "--limit", "32",
+           "--epochs", "1", "--steps", "1", "--eval-targets", "0", "--no-theory", "--no-followups", "--no-progress",
+           "--out", str(out)]
+    a = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    a.stdout.close()  # the reader has gone before the run starts
+    try:
+        deadline = time.time() + 240
+        while (lock_record(out) or {}).get("pid") != a.pid:  # A has passed its pre-flight and holds the folder
+            assert a.poll() is None, a.stderr.read()
+            assert time.time() < deadline, "A never took the lock"
+            time.sleep(0.05)
+        b = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300)
+        if a.poll() is not None:
+            pytest.skip("run A finished before B's pre-flight did; this machine is too fast for the scenario")
+        assert b.returncode == 2, b.stderr
+        assert f"pid {a.pid}" in b.stderr and "in use by another run" in b.stderr, b.stderr
+        assert len(b.stderr.strip().splitlines()) == 1, b.stderr
+        assert a.wait(timeout=600) == 0, a.stderr.read()
+    finally:
+        stop(a)
+    assert "BrokenPipe" not in a.stderr.read()
+    results = json.loads((out / "synthetic" / "results.json").read_text())
+    assert results["preset"] == "synthetic" and not (out / LOCK_NAME).exists()
+    c = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600)
+    assert c.returncode == 0, c.stderr
+    stage_lines = [line for line in c.stdout.splitlines() if line.startswith("  ") and not line.startswith("   ")]
+    assert stage_lines and all(line.split()[1] == "cached" for line in stage_lines), c.stdout

@@ -307,7 +307,8 @@ def cmd_theory(args) -> None:
 
     check_output_folder(args.out)
     check_seed(args.seed, "--seed")
-    with run_folder_lock(args.out):  # one run per folder here too (two runs would interleave their figures)
+    # one run per folder here too (two runs would interleave their figures); no clean-up: --out may be any folder
+    with run_folder_lock(args.out, clean=False):
         result = run_theory(args.out, seed=args.seed)
     print(f"theory figures in {args.out}: {', '.join(result.get('figures', []))}")
 

@@ -244,9 +244,11 @@ def lock_record(folder: str | os.PathLike) -> dict | None:
 @contextmanager
 def run_folder_lock(
     folder: str | os.PathLike, group=None, log: Callable[[str], None] | None = None,
-    recheck: Callable[[], None] | None = None,
+    recheck: Callable[[], None] | None = None, clean: bool = True,
 ) -> Iterator[RunLock | None]:
-    """Hold FOLDER/run.lock for a whole run; under it, `recheck()` and the removal of orphaned temporary files.
+    """Hold FOLDER/run.lock for a whole run; under it, `recheck()` and (with `clean`) the removal of orphaned
+    temporary files. Pass clean=False for a folder not known to be ours alone (`theory --out ~/somewhere`): the
+    clean-up walks the whole tree.
 
     `recheck` re-runs the folder checks made before the lock was held (another run may have written run.json in
     between). With a torchrun `group`, rank 0 alone takes the lock and every rank learns whether it did, so
@@ -275,7 +277,7 @@ def run_folder_lock(
                 dead = lock.taken_over
                 log(f"took over the stale run lock of pid {dead.get('pid', '?')} on {dead.get('host', '?')} "
                     f"(started {dead.get('started', '?')}), which is no longer running")
-            removed = remove_orphaned_temporaries(folder)
+            removed = remove_orphaned_temporaries(folder) if clean else []
             if removed and log is not None:
                 log(f"removed {len(removed)} temporary file(s) left by an interrupted run")
         yield lock

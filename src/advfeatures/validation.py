@@ -369,7 +369,7 @@ def _probe_folder(folder: Path, flag: str, path: Path) -> None:
     try:
         fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=folder)
         os.close(fd)
-        os.unlink(probe)
+        Path(probe).unlink(missing_ok=True)  # missing: a run's clean-up under its lock took it; it was writable
     except OSError as err:
         raise BadInputError(f"{flag} {path}: cannot write in {folder} ({err.strerror}); choose another place") from err
 
