@@ -195,8 +195,9 @@ def _num_classes_for_training(args, labels) -> int:
         num_classes = getattr(load_dataset(args.dataset, "test", args.data_root), "num_classes", None)
         num_classes = num_classes or int(labels.max()) + 1
     else:
+        check_labels(labels, None, None, str(args.dataset_file))  # >= 0 before they are counted
         num_classes = int(labels.max()) + 1
-        present = int(torch.bincount(labels, minlength=num_classes).gt(0).sum())
+        present = int(torch.unique(labels).numel())  # not bincount: a hostile label 2**40 would allocate per class
         if present < num_classes:
             raise BadInputError(
                 f"{args.dataset_file}: labels reach {num_classes - 1} but only {present} of the classes "
@@ -226,7 +227,6 @@ def cmd_train(args) -> None:
                                 "drop them")
     adv = None
     if args.adversarial:
-        check_norm(args.norm, "--norm")
         adv = AdversarialConfig(check_norm(args.norm, "--norm"), check_eps(args.eps, "--eps", positive=True),
                                 check_int("--attack-steps", args.attack_steps, low=1),
                                 check_step_size(args.step_size, "--step-size"), args.random_start)

@@ -25,7 +25,7 @@ from .attacks import (
 )
 from .device import autocast
 from .errors import BadInputError
-from .validation import check_attack, check_eps, check_int, check_label_structure, check_model_inputs
+from .validation import check_attack, check_eps, check_int, check_model_inputs
 
 # Evaluation-strength defaults: AutoAttack's own APGD settings (100 steps, one APGD-CE run, nine target classes).
 EVAL_STEPS = 100
@@ -178,7 +178,6 @@ def transfer_rate(
     adversarial image alone, as in the paper's Figure 3.
     """
     check_model_inputs(target_model, adversarial, labels, source="transfer_rate")
-    check_label_structure(labels, adversarial.shape[0], "transfer_rate")
     if not isinstance(source_fooled, torch.Tensor) or source_fooled.dtype != torch.bool or \
             tuple(source_fooled.shape) != (adversarial.shape[0],):
         raise BadInputError("transfer_rate: source_fooled must be a bool mask with one entry per image")

@@ -82,6 +82,14 @@ def _describe(record: dict | None, path: Path) -> str:
     return text
 
 
+def _command_line() -> str:
+    """What the holder was started as, for the refusal message (`advfeatures reproduce --out ...`)."""
+    argv = list(sys.argv) or ["python"]
+    name = Path(argv[0]).name
+    argv[0] = "advfeatures" if name in ("__main__.py", "advfeatures") else name
+    return " ".join(argv)[:300]
+
+
 def _read_record(path: Path) -> dict | None:
     try:
         text = path.read_text()
@@ -101,8 +109,7 @@ class RunLock:
     def __init__(self, folder: str | os.PathLike, command: str | None = None):
         self.folder = Path(folder)
         self.path = self.folder / LOCK_NAME
-        self.command = command if command is not None else " ".join(Path(a).name if i == 0 else a
-                                                                    for i, a in enumerate(sys.argv))[:300]
+        self.command = command if command is not None else _command_line()
         self.taken_over: dict | None = None
         self._fd: int | None = None
         self._flock = fcntl is not None
@@ -123,7 +130,11 @@ class RunLock:
     def acquire(self) -> RunLock:
         if self._fd is not None:
             raise RuntimeError(f"{self.path}: already held by this RunLock")
-        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise BadInputError(f"{self.folder}: cannot create the folder ({err.strerror}); "
+                                "choose another --out") from err
         for _ in range(100):  # retries only when the holder removed the file between our open and our flock
             if self._try_flock() if self._flock else self._try_exclusive():
                 return self
