@@ -63,7 +63,7 @@ def count_work(preset, full: bool = False) -> list[Work]:
     adv = p.adversarial_train.adversarial
     work = [
         Work("D", "train", src, p.train.epochs * N_TRAIN),
-        Work("D_adv (PGD-%d)" % adv.steps, "adversarial train", src, p.adversarial_train.epochs * N_TRAIN),
+        Work(f"D_adv (PGD-{adv.steps})", "adversarial train", src, p.adversarial_train.epochs * N_TRAIN),
         Work("construct D_R + D_NR", "attack", src, 2 * N_TRAIN * inv.steps),
         Work("construct D_rand + D_det", "attack", src, 2 * N_TRAIN * rel.steps),
         Work("train on D_R, D_NR, D_rand, D_det", "train", src,
@@ -222,7 +222,7 @@ def main() -> None:
             f = w.passes * step_flops(w, flops, preset)
             lines.append(f"| {w.stage} | {w.loop} | {w.passes:,.0f} | {f / 1e15:.2f} | "
                          + " | ".join(f"{f / (s * peak):.0f}" for s in shares) + " |")
-        lines.append("| **total** | | | **{:.1f}** | ".format(total_flops / 1e15)
+        lines.append(f"| **total** | | | **{total_flops / 1e15:.1f}** | "
                      + " | ".join(f"**{total_flops / (s * peak) / 60:.1f} min**" for s in shares) + " |")
         title = f"Projected GPU time of the {args.preset} preset ({args.gpu}, assumed shares of peak)"
     else:

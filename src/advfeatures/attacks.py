@@ -47,6 +47,7 @@ import torch.nn.functional as F
 
 from .device import autocast
 from .errors import BadInputError
+from .validation import check_attack, check_images, check_int, check_model_inputs, check_real, check_step_size
 
 NORMS = ("l2", "linf")
 
@@ -245,6 +246,8 @@ def projected_gradient(
     reads a device value on the host, so on a GPU the only synchronisations are those compactions.
     """
     check_norm(norm)
+    check_real("eps", eps, low=0.0, allow_inf=True)  # inf: the box alone constrains (inversion); NaN never
+    check_real("step_size", step_size, low=0.0)
     if eps < 0 or steps < 0 or restarts < 1 or step_size < 0:
         raise BadInputError("eps, steps and step_size must be non-negative and restarts at least 1")
     if step_rule == "apgd" and math.isinf(eps):
@@ -462,6 +465,11 @@ def pgd_attack(
     Nakkiran 2019), so the result fools `model` toward the targets while the keep models stay on their labels.
     Without keep models the attack is exactly the plain one.
     """
+    # numbers, shapes, dtypes and devices only: this runs once per adversarial-training batch, so no pass over the
+    # values and no host sync (the public evaluation functions and the data loaders check the values)
+    check_attack(norm=norm, eps=eps, steps=steps, step_size=step_size, batch_size=batch_size, seed=seed)
+    check_int("restarts", restarts, low=1)
+    check_model_inputs(model, images, labels, source="pgd_attack", check_values=False)
     keep_models = tuple(keep_models)
     _check_keep(keep_models, keep_labels, labels, targeted, loss)
     modes = [(m, m.training) for m in (model, *keep_models)]
@@ -522,6 +530,16 @@ def invert_representation(
     """Images z in [0, 1] whose representation g(z) matches g(target) (paper C.4), by normalised gradient steps
     from `start_images`. With `tolerance`, an example stops once ||g(z) - g(x)|| / ||g(x)|| <= tolerance.
     """
+    check_int("steps", steps, low=0)
+    check_step_size(step_size)
+    check_int("batch_size", batch_size, low=1)
+    if tolerance is not None:
+        check_real("tolerance", tolerance, low=0.0)
+    check_model_inputs(model, target_images, None, source="invert_representation (targets)")
+    check_images(start_images, "invert_representation (starts)")
+    if start_images.shape != target_images.shape:
+        raise BadInputError(f"invert_representation: start images {tuple(start_images.shape)} and target images "
+                            f"{tuple(target_images.shape)} must have the same shape")
     was_training = model.training
     model.eval()
     out = torch.empty_like(start_images)

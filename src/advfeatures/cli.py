@@ -4,11 +4,28 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import json
+import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import BadInputError
+from .validation import (
+    check_compile_backend,
+    check_device_name,
+    check_eps,
+    check_int,
+    check_labels,
+    check_norm,
+    check_output_file,
+    check_output_folder,
+    check_presets,
+    check_real,
+    check_seed,
+    check_step_size,
+)
 
 EPILOG = "Errors print one line; exit code 2 means bad usage or input, 1 anything else."
 
@@ -87,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--adversarial", action="store_true", help="PGD adversarial training")
     t.add_argument("--arch", default="small_cnn", help="model architecture (default: %(default)s)")
     t.add_argument("--width", type=int, help="architecture width option")
+    t.add_argument("--num-classes", type=int,
+                   help="classes of the model (default: the dataset's; for --dataset-file, the largest label + 1, "
+                   "which must leave no class without an example)")
     t.add_argument("--epochs", type=int, default=30)
     t.add_argument("--batch-size", type=int, default=128)
     t.add_argument("--lr", type=float, default=0.05)
@@ -162,25 +182,69 @@ def _load_data(args, split: str = "train"):
     return images, labels.to(torch.int64)
 
 
-def cmd_train(args) -> None:
-    from .device import resolve_device
-    from .models import save_model
-    from .training import AdversarialConfig, ModelSpec, TrainConfig, channel_stats, train_new_model
+def _num_classes_for_training(args, labels) -> int:
+    """The model's class count: --num-classes, else the dataset's, else (a file) the largest label + 1, refused
+    when some class below it has no example (one stray label 99 on digits would build a 100-class model)."""
+    import torch
 
-    device = resolve_device(args.device)
-    images, labels = _load_data(args, "train")
-    num_classes = int(labels.max()) + 1
-    if args.dataset:
+    if args.num_classes is not None:
+        num_classes = check_int("--num-classes", args.num_classes, low=2)
+    elif args.dataset:
         from .data import load_dataset
 
-        num_classes = getattr(load_dataset(args.dataset, "test", args.data_root), "num_classes", num_classes)
+        num_classes = getattr(load_dataset(args.dataset, "test", args.data_root), "num_classes", None)
+        num_classes = num_classes or int(labels.max()) + 1
+    else:
+        check_labels(labels, None, None, str(args.dataset_file))  # >= 0 before they are counted
+        num_classes = int(labels.max()) + 1
+        present = int(torch.unique(labels).numel())  # not bincount: a hostile label 2**40 would allocate per class
+        if present < num_classes:
+            raise BadInputError(
+                f"{args.dataset_file}: labels reach {num_classes - 1} but only {present} of the classes "
+                f"0..{num_classes - 1} have an example; fix the stray labels, or pass --num-classes {num_classes} "
+                "if a model with classes it never sees is what you want"
+            )
+        if num_classes < 2:
+            raise BadInputError(f"{args.dataset_file}: every label is {num_classes - 1}; training needs two classes")
+    check_labels(labels, None, num_classes, str(args.dataset_file or args.dataset))
+    return num_classes
+
+
+def cmd_train(args) -> None:
+    from .device import resolve_device
+    from .models import check_architecture, save_model
+    from .training import AdversarialConfig, ModelSpec, TrainConfig, channel_stats, train_new_model
+
+    check_output_file(args.out, suffix=".safetensors")  # before any work: an unwritable --out used to fail after it
+    if args.width is not None:
+        check_int("--width", args.width, low=1)
+    if not args.adversarial:  # given without --adversarial they would be ignored silently
+        given = [f for f, v, d in (("--eps", args.eps, 0.5), ("--step-size", args.step_size, None),
+                                   ("--attack-steps", args.attack_steps, 7), ("--norm", args.norm, "l2"),
+                                   ("--random-start", args.random_start, False)) if v != d]
+        if given:
+            raise BadInputError(f"{', '.join(given)} only apply to --adversarial training; add --adversarial or "
+                                "drop them")
     adv = None
     if args.adversarial:
-        adv = AdversarialConfig(args.norm, args.eps, args.attack_steps, args.step_size, args.random_start)
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, schedule=args.schedule,
-                         crop_padding=args.crop_padding, flip=args.flip, adversarial=adv, seed=args.seed)
+        adv = AdversarialConfig(check_norm(args.norm, "--norm"), check_eps(args.eps, "--eps", positive=True),
+                                check_int("--attack-steps", args.attack_steps, low=1),
+                                check_step_size(args.step_size, "--step-size"), args.random_start)
+    config = TrainConfig(epochs=check_int("--epochs", args.epochs, low=0),
+                         batch_size=check_int("--batch-size", args.batch_size, low=1),
+                         lr=check_real("--lr", args.lr, low=0.0, low_open=True), schedule=args.schedule,
+                         crop_padding=check_int("--crop-padding", args.crop_padding, low=0), flip=args.flip,
+                         adversarial=adv, seed=check_seed(args.seed, "--seed"))
+    device = resolve_device(args.device)
+    images, labels = _load_data(args, "train")
+    if images.shape[-1] != images.shape[-2]:
+        raise BadInputError(f"images are {images.shape[-2]}x{images.shape[-1]}; the models take square images")
+    num_classes = _num_classes_for_training(args, labels)
+    options = {"width": args.width} if args.width is not None else {}
+    check_architecture(args.arch, in_channels=images.shape[1], num_classes=num_classes, image_size=images.shape[-1],
+                       **options)
     mean, std = channel_stats(images)
-    spec = ModelSpec(args.arch, {"width": args.width} if args.width else {})
+    spec = ModelSpec(args.arch, options)
     model, history = train_new_model(spec, images.to(device), labels.to(device), num_classes, config,
                                      mean=mean, std=std, desc="adversarial" if adv else "standard")
     save_model(model, args.out, train=config.as_dict())
@@ -196,6 +260,8 @@ def cmd_evaluate(args) -> None:
 
     if args.steps < 1 or args.restarts < 0 or args.targets < 0 or args.restarts + args.targets == 0:
         raise BadInputError("--steps must be at least 1, --restarts and --targets non-negative and not both 0")
+    check_norm(args.norm, "--norm")  # also at --eps 0, where no attack runs
+    eps_values = [check_eps(e, "--eps") for e in args.eps]
     if args.autoattack:
         from .autoattack import require_autoattack
 
@@ -205,17 +271,17 @@ def cmd_evaluate(args) -> None:
     images, labels = _load_data(args, args.split)
     images, labels = images.to(device), labels.to(device)
     n_classes = model.head.out_features
-    if int(labels.max()) >= n_classes:
-        raise BadInputError(f"labels reach {int(labels.max())} but the model has {n_classes} classes; wrong dataset?")
     c = model.config
     expected = (c["in_channels"], c["image_size"], c["image_size"])
     if tuple(images.shape[1:]) != expected:
         raise BadInputError(f"images are {tuple(images.shape[1:])} but {args.model} expects {expected}; wrong dataset?")
-    attack = f"APGD-CE x{args.restarts} + APGD-T x{args.targets}, {args.steps} steps"
+    check_labels(labels, None, n_classes, f"labels for {args.model} ({n_classes} classes)")
+    targets = min(args.targets, n_classes - 1)  # APGD-T has at most classes - 1 other classes to aim at
+    attack = f"APGD-CE x{args.restarts} + APGD-T x{targets}, {args.steps} steps"
     result = {"clean": clean_accuracy(model, images, labels), "norm": args.norm, "attack": attack, "robust": {}}
     if args.autoattack:
         result["autoattack"] = {}
-    for eps in args.eps:
+    for eps in eps_values:
         key = f"{eps:g}"
         result["robust"][key] = robust_accuracy(model, images, labels, args.norm, eps, steps=args.steps,
                                                 restarts=args.restarts, targets=args.targets)
@@ -232,20 +298,28 @@ def cmd_evaluate(args) -> None:
         if args.autoattack:
             aa = result["autoattack"][key]
             line += f"; AutoAttack standard {aa:.4f} (ours - AutoAttack: {100 * (acc - aa):+.1f} points)"
-        print(line)
+        print(line, flush=True)
 
 
 def cmd_theory(args) -> None:
+    from .runlock import run_folder_lock
     from .theory import run_theory
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    result = run_theory(args.out, seed=args.seed)
+    check_output_folder(args.out)
+    check_seed(args.seed, "--seed")
+    # one run per folder here too (two runs would interleave their figures); no clean-up: --out may be any folder
+    with run_folder_lock(args.out, clean=False):
+        result = run_theory(args.out, seed=args.seed)
     print(f"theory figures in {args.out}: {', '.join(result.get('figures', []))}")
 
 
 def cmd_import_model(args) -> None:
     from .interop import import_checkpoint
 
+    if args.out.exists() and args.src.exists() and args.out.resolve() == args.src.resolve():
+        raise BadInputError(f"{args.out}: --out is the source file itself; write to another name "
+                            f"(e.g. {args.src.stem}.safetensors)")
+    check_output_file(args.out, suffix=".safetensors")  # before reading what may be a large checkpoint
     imported = import_checkpoint(args.src, args.out, library=args.library, arch=args.arch, dataset=args.dataset)
     print(f"imported {imported.summary()}; saved {args.out}")
 
@@ -254,11 +328,15 @@ def cmd_reproduce(args) -> None:
     from .distributed import init_from_environment, shutdown
     from .pipeline import Overrides, RunOptions, reproduce
 
-    presets = tuple(p.strip() for p in args.preset.split(",") if p.strip())
+    presets = check_presets(tuple(p.strip() for p in args.preset.split(",") if p.strip()))
     for n in ("seeds", "limit", "epochs", "steps", "eval_restarts", "eval_targets", "width"):
         v = getattr(args, n)
         if v is not None and v < (0 if n in ("epochs", "steps", "eval_targets") else 1):
             raise BadInputError(f"--{n.replace('_', '-')} must be positive, got {v}")
+    if args.device != "auto":
+        check_device_name(args.device)
+    check_compile_backend(args.compile)
+    check_output_folder(args.out)  # the cheap part of the --out checks, before data is loaded
     options = RunOptions(
         out=args.out, presets=presets, seeds=args.seeds, device=args.device, data_root=args.data_root,
         download=args.download, released=args.released, full=args.full, theory=not args.no_theory,
@@ -275,24 +353,92 @@ def cmd_reproduce(args) -> None:
         shutdown(group)
 
 
+class _PipeSafe(io.TextIOBase):
+    """A text stream that stops writing, silently, once its reader has gone (`| head`, a closed terminal).
+
+    A long run's results go to files; its printed lines are a courtesy. A reader that closes early must not kill
+    the run with a BrokenPipeError, so the first EPIPE points the file descriptor at /dev/null (so that Python's
+    own flush at exit does not fail either) and every later write is dropped.
+    """
+
+    def __init__(self, stream):
+        self._stream, self.broken = stream, False
+
+    def write(self, text: str) -> int:
+        if not self.broken:
+            try:
+                self._stream.write(text)
+            except BrokenPipeError:
+                self._drop()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.broken:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._drop()
+
+    def _drop(self) -> None:
+        self.broken = True
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError, io.UnsupportedOperation):  # not a real file (captured output in tests)
+            pass
+
+    def isatty(self) -> bool:
+        return not self.broken and self._stream.isatty()
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
+    def writable(self) -> bool:
+        return True
+
+    @property
+    def encoding(self):
+        return getattr(self._stream, "encoding", "utf-8")
+
+
+@contextmanager
+def _pipe_safe_output():
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _PipeSafe(sys.stdout), _PipeSafe(sys.stderr)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        sys.stdout, sys.stderr = saved
+
+
+def _one_line(err: BaseException) -> str:
+    """An exception's message on one line (torch's are often several)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return "; ".join(lines) if lines else type(err).__name__
+
+
 COMMANDS = {"reproduce": cmd_reproduce, "train": cmd_train, "evaluate": cmd_evaluate, "theory": cmd_theory,
             "import-model": cmd_import_model}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        COMMANDS[args.command](args)
-    except BadInputError as err:
-        print(f"advfeatures: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("advfeatures: interrupted; re-run the same command to resume", file=sys.stderr)
-        return 1
-    except Exception as err:  # anything else: one line, exit 1
-        print(f"advfeatures: failed: {type(err).__name__}: {err}", file=sys.stderr)
-        return 1
-    return 0
+    with _pipe_safe_output():
+        try:
+            COMMANDS[args.command](args)
+        except BadInputError as err:
+            print(f"advfeatures: error: {_one_line(err)}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("advfeatures: interrupted; re-run the same command to resume", file=sys.stderr)
+            return 1
+        except Exception as err:  # anything else: one line, exit 1
+            print(f"advfeatures: failed: {type(err).__name__}: {_one_line(err)}", file=sys.stderr)
+            return 1
+        return 0
 
 
 if __name__ == "__main__":

@@ -7,22 +7,14 @@ import functools
 
 import torch
 
-from .errors import BadInputError
+from .validation import check_compile_backend, check_device_name
 
 
 def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
-    """'auto' picks CUDA when present, else CPU; an unavailable explicit choice is a usage error."""
-    if isinstance(name, torch.device):
-        return name
+    """'auto' picks CUDA when present, else CPU; an unavailable or unsupported explicit choice is a usage error."""
     if name in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise BadInputError(f"unknown device {name!r}; use 'auto', 'cpu' or 'cuda[:N]'") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise BadInputError(f"device {name!r} requested but CUDA is not available here; use --device cpu")
-    return device
+    return check_device_name(name)  # cpu or an existing cuda[:N]; mps, xla, meta, typos: BadInputError
 
 
 def bf16_is_fast(device: torch.device) -> bool:
@@ -79,7 +71,7 @@ def compile_model(model: torch.nn.Module, backend: str | bool = "inductor") -> t
     The module keeps its class and state_dict, so saving, loading and attribute access are unchanged.
     `backend` True means "inductor" (the fast one); "aot_eager" checks the plumbing without code generation.
     """
-    backend = "inductor" if backend is True else backend
+    backend = "inductor" if check_compile_backend(backend) is True else backend
     model.compile(backend=backend)
     if hasattr(model, "representation") and not hasattr(model.representation, "_torchdynamo_orig_callable"):
         model.representation = torch.compile(model.representation, backend=backend)

@@ -25,6 +25,7 @@ from .attacks import (
 )
 from .device import autocast, exact_float32
 from .errors import BadInputError
+from .validation import check_attack, check_eps, check_int, check_model_inputs
 
 # Evaluation-strength defaults: AutoAttack's own APGD settings (100 steps, one APGD-CE run, nine target classes).
 EVAL_STEPS = 100
@@ -47,6 +48,9 @@ def predict(model, images: torch.Tensor, batch_size: int = 1024, amp: bool = Fal
 
 
 def clean_accuracy(model, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1024) -> float:
+    """Fraction of images classified as their label. Images and labels are checked first (validation.py)."""
+    check_int("batch_size", batch_size, low=1)
+    check_model_inputs(model, images, labels, source="clean_accuracy")
     return float((predict(model, images, batch_size) == labels).float().mean())
 
 
@@ -82,6 +86,10 @@ def worst_case_examples(
     Runs (module docstring): `restarts` APGD-CE, `dlr_restarts` APGD-DLR, then APGD-T over `targets` classes;
     each from a random start, `steps` adaptive steps starting at `step_size` (default 2 eps).
     """
+    check_attack(norm=norm, eps=eps, steps=steps, step_size=step_size, restarts=restarts, targets=targets,
+                 batch_size=batch_size, seed=seed)  # NaN / inf / negative numbers: BadInputError, not a silent number
+    check_int("dlr_restarts", dlr_restarts, low=0)
+    check_model_inputs(model, images, labels, source="worst_case_examples")
     check_norm(norm)
     if eps < 0 or steps < 0:
         raise BadInputError(f"eps and steps must be non-negative, got eps {eps}, steps {steps}")
@@ -136,6 +144,11 @@ def robust_examples(
     images and lets a curve skip, at larger radii, the points already broken.
     """
     batch_size = attack.get("batch_size", 512)
+    # a NaN eps used to return clean accuracy as "robust"; images in 0-255 gave 80% where the truth was 1%
+    check_attack(norm=norm, eps=eps, steps=attack.get("steps", EVAL_STEPS), step_size=attack.get("step_size"),
+                 restarts=attack.get("restarts", EVAL_RESTARTS), targets=attack.get("targets", EVAL_TARGETS),
+                 batch_size=batch_size, seed=attack.get("seed", 0))
+    check_model_inputs(model, images, labels, source="robust_accuracy")  # 0-255 images, NaN, label broadcasting
     if eps == 0:
         return predict(model, images, batch_size) == labels
     adv = worst_case_examples(model, images, labels, norm=norm, eps=eps, **attack)
@@ -185,6 +198,10 @@ def robust_accuracy_curve(
     evaluated on these images to their per-example results (`robust_examples`); they are used, not recomputed,
     and carried forward like the others.
     """
+    if isinstance(eps_values, (str, bytes)):
+        raise BadInputError(f"eps_values must be a list of numbers, got {eps_values!r}")
+    for e in eps_values:
+        check_eps(e, "eps_values entry")
     known = {float(k): v for k, v in (known or {}).items()}
     broken = torch.zeros(labels.shape[0], dtype=torch.bool, device=labels.device)
     curve = {}
@@ -206,6 +223,10 @@ def transfer_rate(
     A target that already misclassifies the clean image is not counted separately: transfer is measured on the
     adversarial image alone, as in the paper's Figure 3.
     """
+    check_model_inputs(target_model, adversarial, labels, source="transfer_rate")
+    if not isinstance(source_fooled, torch.Tensor) or source_fooled.dtype != torch.bool or \
+            tuple(source_fooled.shape) != (adversarial.shape[0],):
+        raise BadInputError("transfer_rate: source_fooled must be a bool mask with one entry per image")
     if source_fooled.sum() == 0:
         return float("nan")
     preds = predict(target_model, adversarial[source_fooled])

@@ -44,10 +44,41 @@ def write_json_atomic(path: str | os.PathLike, obj) -> None:
 
 
 def read_json(path: str | os.PathLike) -> dict:
+    """A JSON object from a file we wrote; anything else (bad JSON, a list, a string) is a CorruptFileError."""
     try:
-        return json.loads(Path(path).read_text())
+        obj = json.loads(Path(path).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CorruptFileError(f"{path}: not valid JSON ({err}); delete it and run again") from err
+    if not isinstance(obj, dict):
+        raise CorruptFileError(f"{path}: holds a JSON {type(obj).__name__}, not an object; delete it and run again")
+    return obj
+
+
+def is_temporary_name(name: str) -> bool:
+    """Whether a file name is one `atomic_path` makes (`.<name>.<random>.tmp`) or the --out write probe."""
+    if name == ".write-test" or name.startswith(".write-test."):
+        return True
+    return name.startswith(".") and name.endswith(".tmp") and name.count(".") >= 3
+
+
+def remove_orphaned_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that interrupted atomic writes left anywhere under `folder`; returns them.
+
+    A write killed between `mkstemp` and the rename (kill -9, a full disk, power loss) leaves `.<name>.*.tmp`
+    beside its target forever; nothing reads them, they only take space and confuse. Call this only while no
+    other process writes into `folder` (under its RunLock): a live writer's temporary file looks the same.
+    """
+    removed = []
+    for parent, _, files in os.walk(folder):
+        for name in files:
+            if is_temporary_name(name):
+                path = Path(parent) / name
+                try:
+                    path.unlink()
+                except FileNotFoundError:
+                    continue
+                removed.append(path)
+    return removed
 
 
 def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:

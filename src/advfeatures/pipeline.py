@@ -42,14 +42,16 @@ from .device import bf16_is_fast, compile_model, resolve_device
 from .distributed import ProcessGroup, gather_shards
 from .errors import BadInputError, CorruptFileError
 from .evaluation import clean_accuracy, predict, robust_accuracy
-from .io import load_tensors, read_json, write_json_atomic
+from .io import is_temporary_name, load_tensors, read_json, write_json_atomic
 from .models import load_model, save_model
 from .presets import DEFAULT_PRESETS, Preset, get_preset
+from .runlock import LOCK_NAME, run_folder_lock
 from .stages.followups import run_followups
 from .stages.given_sources import check_installed, fingerprint_suffix, inspect_given_model, install, sources_record
 from .stages.robust_source import run_robust_source
 from .stages.transfer import run_transfer
 from .training import ModelSpec, TrainConfig, channel_stats, train_new_model
+from .validation import check_run_options
 
 TRAINED_SETS = ("D_R", "D_NR", "D_rand", "D_det")
 RELEASED_FOLDERS = {
@@ -490,7 +492,7 @@ def check_out_dir(out: Path, fingerprints: dict[str, str], write_probe: bool = T
     if out.exists() and not out.is_dir():
         raise BadInputError(f"--out {out} is a file; give a folder")
     manifest = out / "run.json"
-    if out.is_dir() and any(out.iterdir()) and not manifest.exists():
+    if out.is_dir() and any(not _ours_in_passing(p.name) for p in out.iterdir()) and not manifest.exists():
         raise BadInputError(
             f"--out {out} is not empty and holds no advfeatures run (no run.json); choose a new or empty folder"
         )
@@ -510,9 +512,14 @@ def check_out_dir(out: Path, fingerprints: dict[str, str], write_probe: bool = T
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
         probe.write_text("")
-        probe.unlink()
+        probe.unlink(missing_ok=True)
     except OSError as err:
         raise BadInputError(f"--out {out} is not writable ({err.strerror}); choose another folder") from err
+
+
+def _ours_in_passing(name: str) -> bool:
+    """The run lock and temporary files: ours, but no sign that a folder holds a run."""
+    return name == LOCK_NAME or is_temporary_name(name)
 
 
 # ---------------------------------------------------------------- aggregation over seeds
@@ -577,6 +584,7 @@ def reproduce(options: RunOptions, log: Callable[[str], None] = log_line) -> dic
         log = _silent
     if options.seeds < 1:
         raise BadInputError("--seeds must be at least 1")
+    check_run_options(options)  # presets, seeds, device, compile backend, overrides: before any work (validation.py)
     presets = [apply_overrides(get_preset(name), options.overrides) for name in options.presets]
     if options.released and any(p.dataset != "cifar10" for p in presets):
         raise BadInputError("--released holds the authors' CIFAR-10 datasets; use it with --preset cifar10 only")
@@ -591,6 +599,16 @@ def reproduce(options: RunOptions, log: Callable[[str], None] = log_line) -> dic
                     + fingerprint_suffix(data[p.name].get("given", {})) for p in presets}
     check_out_dir(out, fingerprints, write_probe=group.is_main)
     group.barrier()  # every rank has checked --out before rank 0 writes to it
+    # one run per folder: run.lock is held from here to the end (a second run is refused, naming this one); under
+    # it run.json is checked again and temporaries left by an interrupted run are removed (runlock.py)
+    with run_folder_lock(out, group, log, recheck=lambda: check_out_dir(out, fingerprints, write_probe=False)):
+        return _reproduce_locked(options, log, presets, data, out, fingerprints, t_start)
+
+
+def _reproduce_locked(options: RunOptions, log, presets: list[Preset], data: dict, out: Path,
+                      fingerprints: dict[str, str], t_start: float) -> dict[str, dict]:
+    """`reproduce` after its pre-flight checks, with the run lock held."""
+    group = options.group
     manifest = out / "run.json"
     if group.is_main:
         known = read_json(manifest).get("presets", {}) if manifest.exists() else {}

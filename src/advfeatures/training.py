@@ -22,6 +22,8 @@ from .device import autocast, compile_model, to_memory_format
 from .distributed import ProcessGroup, sync_module
 from .errors import BadInputError, CorruptFileError
 from .io import load_tensors, save_tensors
+from .validation import check_eps, check_int, check_real, check_seed, check_step_size
+from .validation import check_norm as _check_norm
 
 
 @dataclass
@@ -31,6 +33,13 @@ class AdversarialConfig:
     steps: int = 7  # paper C.3
     step_size: float | None = None  # None: eps / 5 (paper C.3)
     random_start: bool = False  # paper: from the clean image
+
+    def __post_init__(self):
+        # a NaN or zero radius trains a standard model and labels it adversarial; zero steps likewise
+        _check_norm(self.norm, "adversarial norm")
+        check_eps(self.eps, "adversarial eps", positive=True)
+        check_int("adversarial steps", self.steps, low=1)
+        check_step_size(self.step_size, "adversarial step_size")
 
     def resolved_step_size(self) -> float:
         return self.eps / 5 if self.step_size is None else self.step_size
@@ -63,6 +72,17 @@ class TrainConfig:
             raise BadInputError(f"unknown lr schedule {self.schedule!r}; choose step, cosine, onecycle or constant")
         if self.weight_average is not None and not 0 < self.weight_average < 1:
             raise BadInputError(f"weight_average must be a decay in (0, 1), got {self.weight_average}")
+        # every number through validation.py: NaN fails these (a bare `lr <= 0` lets NaN through)
+        check_int("epochs", self.epochs, low=0)
+        check_int("batch_size", self.batch_size, low=1)
+        check_real("lr", self.lr, low=0.0, low_open=True)
+        check_real("momentum", self.momentum, low=0.0)
+        check_real("weight_decay", self.weight_decay, low=0.0)
+        check_real("lr_drop_at", self.lr_drop_at, low=0.0, high=1.0)
+        check_real("warmup_epochs", self.warmup_epochs, low=0.0)
+        check_int("crop_padding", self.crop_padding, low=0)
+        check_real("label_smoothing", self.label_smoothing, low=0.0, high=1.0, high_open=True)
+        check_seed(self.seed)
         if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
             raise BadInputError("epochs must be >= 0, batch_size >= 1 and lr > 0")
         if self.adversarial is not None:

@@ -91,8 +91,7 @@ def load_released_folder(folder: Path) -> dict[str, torch.Tensor]:
         images = images.float() / 255
     if images.dim() == 4 and images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):
         images = images.permute(0, 3, 1, 2)  # NHWC -> NCHW
-    labels = labels.long() if not labels.is_floating_point() else labels
-    check_images_labels(images, labels, source=str(folder))
+    check_images_labels(images, labels, source=str(folder))  # bool or float labels refused, not converted
     return {"images": images.float().contiguous(), "labels": labels.long()}
 
 
@@ -116,9 +115,9 @@ def _check_not_pickle(path: Path) -> None:
 
 
 def _check_label_range(path: Path, labels: torch.Tensor, num_classes: int | None) -> None:
-    if num_classes is None or not labels.numel() or labels.is_floating_point():
+    if num_classes is None or not labels.numel() or labels.is_floating_point() or labels.dtype == torch.bool:
         return
-    low, high = int(labels.min()), int(labels.max())
+    low, high = (int(v) for v in torch.stack(torch.aminmax(labels)).tolist())
     if low < 0 or high >= num_classes:
         raise BadInputError(
             f"{path}: labels must lie in 0..{num_classes - 1} for a {num_classes}-class task, found "
@@ -140,7 +139,7 @@ def load_dataset_file(path: str | Path, num_classes: int | None = None) -> dict[
         _check_not_pickle(path)
         tensors, _ = load_tensors(path, required=("images", "labels"))
         data = {"images": tensors["images"].float(), "labels": tensors["labels"]}
-        if data["labels"].is_floating_point():
+        if data["labels"].is_floating_point() or data["labels"].dtype == torch.bool:
             found = data["labels"].dtype
             raise CorruptFileError(f"{path}: labels must be integers, found {found}; recreate the file")
         data["labels"] = data["labels"].long()

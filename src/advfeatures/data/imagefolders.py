@@ -99,8 +99,8 @@ def _split_folder(root: Path, split: str, test_names: tuple[str, ...]) -> Path:
         if (root / name).is_dir():
             return root / name
     if not root.is_dir():
-        holding = " and ".join(f"{n}/" for n in ("train",) + names)
-        raise BadInputError(f"{root}: no such folder; give the folder holding {holding}")
+        test = " or ".join(f"{n}/" for n in test_names)  # the folders both splits need, each named once
+        raise BadInputError(f"{root}: no such folder; give the folder holding train/ and {test}")
     wanted = " or ".join(f"{root / n}/" for n in names)
     raise BadInputError(
         f"{root}: no {split} split folder ({wanted} is missing); lay the images out as "
