@@ -54,7 +54,8 @@ STAGES: tuple[Stage, ...] = (
 
 @dataclass
 class Overrides:
-    """Quick-run knobs on top of a preset (each changes the fingerprint, so runs never mix)."""
+    """Quick-run knobs on top of a preset. Each changes settings, so in an existing run folder the stages that read
+    them (and what is built from those) run again; runs never mix."""
 
     limit: int | None = None  # first N training images (and N // 2 test images)
     epochs: int | None = None  # every training
