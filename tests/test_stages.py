@@ -96,6 +96,10 @@ def test_a_stage_rebuilt_upstream_reruns_what_was_built_from_it(preset_and_data,
     _, log = run_toy(preset, data, tmp_path, stages)
     assert calls == ["a", "c", "d"]
     assert any(line.split()[0] == "a" and "cached record unusable" in line for line in log)
+    (tmp_path / "stages" / "e.json").write_text("[]")  # valid JSON, not a record
+    calls.clear()
+    _, log = run_toy(preset, data, tmp_path, stages)
+    assert calls == ["e"] and any(line.split()[0] == "e" and "not a stage record" in line for line in log)
 
 
 def test_a_record_from_before_keys_is_rerun(preset_and_data, tmp_path):

@@ -119,13 +119,14 @@ class StageCache:
 
         validate = (lambda result: stage.validate(run, result)) if stage.validate else None
         identity = (lambda result: stage.identity(run, result)) if stage.identity else None
-        result = self.run(name, compute, reads=reads, upstream=upstream, validate=validate, identity=identity,
-                          main_only=stage.main_only, output=stage.output)
-        return result
+        return self.run(name, compute, reads=reads, upstream=upstream, validate=validate, identity=identity,
+                        main_only=stage.main_only, output=stage.output)
 
     def run(self, name: str, compute: Callable[[], dict], *, reads: dict | None = None,
             upstream: dict[str, str] | None = None, validate: Callable[[dict], None] | None = None,
             identity: Callable[[dict], str] | None = None, main_only: bool = False, output: str | None = None) -> dict:
+        """Load the record stages/NAME.json if it has the key of (`reads`, `upstream`) and `validate(result)` passes;
+        else compute, write the record (rank 0) and give the stage a new build (or `identity(result)`)."""
         reads, upstream = reads or {}, upstream or {}
         key = stage_key(reads, upstream)
         record = self.dir / "stages" / f"{name}.json"
@@ -133,6 +134,8 @@ class StageCache:
         if record.exists():
             try:
                 data = read_json(record)
+                if not isinstance(data, dict):
+                    raise CorruptFileError(f"{record}: not a stage record")
                 if data.get("key") != key or "result" not in data or "build" not in data:
                     data, problem = None, _what_changed(data, reads, upstream)
                 elif validate:
