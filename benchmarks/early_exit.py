@@ -22,7 +22,8 @@ from _machine import append
 from advfeatures.attacks import flat_norm
 from advfeatures.construct import build_inverted_dataset, build_relabelled_dataset, inversion_diagnostics
 from advfeatures.evaluation import clean_accuracy, predict, robust_accuracy
-from advfeatures.pipeline import Overrides, PresetRun, RunOptions, apply_overrides, load_preset_data
+from advfeatures.experiments.context import PresetRun
+from advfeatures.pipeline import Overrides, RunOptions, apply_overrides, load_preset_data
 from advfeatures.presets import get_preset
 
 

@@ -1,4 +1,4 @@
-"""Record the Distill follow-ups (stages/followups.py) of a finished `reproduce` run in benchmarks/RESULTS.md.
+"""Record the Distill follow-ups (experiments/followups/) of a finished `reproduce` run in benchmarks/RESULTS.md.
 
     advfeatures reproduce --seeds 3 --out runs/followups             # synthetic + digits, follow-ups included
     python benchmarks/followups.py runs/followups [--note "..."]
@@ -17,8 +17,8 @@ from pathlib import Path
 
 from _machine import append
 
-from advfeatures.report import _md_table
-from advfeatures.report_followups import followup_sections
+from advfeatures.document import markdown_table
+from advfeatures.experiments.followups.section import tables
 
 
 def render(run: Path, only: list[str] | None = None) -> str:
@@ -35,8 +35,8 @@ def render(run: Path, only: list[str] | None = None) -> str:
         stages = {k: v for k, v in r["seconds"]["stages"].items() if k.startswith("followup") or k.endswith("bugs")}
         lines += [f"### {preset} ({len(r['seeds'])} seed(s); threat model {r['threat_model']['norm'].upper()} eps "
                   f"{r['threat_model']['eps']:g})", ""]
-        for title, header, rows in followup_sections(r):
-            lines += [f"#### {title}", "", _md_table(header, rows)]
+        for table in tables(r):
+            lines += [f"#### {table.title}", "", markdown_table(table.header, table.rows)]
         lines += ["Seconds per follow-up stage (seed 0): " + ", ".join(f"{k} {v:.0f}" for k, v in stages.items()), ""]
     return "\n".join(lines)
 

@@ -6,9 +6,9 @@ from torch import nn
 
 from advfeatures.autoattack import autoattack_accuracy, autoattack_available
 from advfeatures.evaluation import robust_accuracy
+from advfeatures.experiments.attack_check import TOLERANCE, flagged, run_attack_check
+from advfeatures.experiments.attack_check.section import attack_check_rows
 from advfeatures.presets import EvalConfig, ThreatModel
-from advfeatures.report import attack_check_rows
-from advfeatures.stages.attack_check import TOLERANCE, flagged, run_attack_check
 
 
 class Linear(nn.Module):

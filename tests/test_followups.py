@@ -15,7 +15,7 @@ from advfeatures.attacks import ClassificationObjective, EnsembleKeepObjective, 
 from advfeatures.construct import ConstructedDataset, build_relabelled_dataset, keep_diagnostics
 from advfeatures.errors import BadInputError
 from advfeatures.evaluation import clean_accuracy, predict, worst_case_examples
-from advfeatures.followups import (
+from advfeatures.experiments.followups import (
     adversarial_squares,
     certified,
     certified_fraction,

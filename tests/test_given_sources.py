@@ -122,24 +122,32 @@ def test_results_and_report_name_the_sources(given_run, given):
         assert "the given standard model is not robust" in text and "standard models are not robust" not in text
 
 
-def test_fingerprint_differs_from_a_trained_run_and_runs_never_mix(given_run, given, tmp_path, capsys):
+def test_switching_a_source_reruns_what_is_built_on_it_and_nothing_else(given_run, given, tmp_path, capsys):
+    """Sources never mix: the given files' hashes are settings of the stages that use them. A copy of the given
+    run resumed with D trained instead: D and everything built on it run again; D_adv (still the given file) and
+    what is built on it alone are loaded."""
+    import shutil
+
     trained = apply_overrides(get_preset("synthetic"), Overrides(quick=True)).fingerprint()
     manifest = json.loads((given_run / "run.json").read_text())["presets"]["synthetic"]
     assert manifest != trained and manifest.startswith(trained)
     assert sha256(given["D"])[:12] in manifest and sha256(given["D_adv"])[:12] in manifest
-    before = {p: p.stat().st_mtime_ns for p in given_run.rglob("*")}
-    # the given run's folder refuses a trained run, and a run with another given file
-    for extra in ([], ["--standard-model", given["D_adv"], "--robust-model", given["D_adv"]]):
-        code, _, err = run_cli(capsys, *QUICK, "--out", given_run, *extra)
-        assert code == 2 and "other D / D_adv sources" in err and "Traceback" not in err
-    assert {p: p.stat().st_mtime_ns for p in given_run.rglob("*")} == before
-    # a trained run's folder refuses the given models (its run.json is all the check reads)
-    out = tmp_path / "trained"
-    out.mkdir()
-    (out / "run.json").write_text(json.dumps({"advfeatures": "0", "presets": {"synthetic": trained}}))
-    code, _, err = run_cli(capsys, *QUICK, "--out", out, "--standard-model", given["D"])
-    assert code == 2 and "other D / D_adv sources" in err
-    assert [p.name for p in out.iterdir()] == ["run.json"]
+    out = tmp_path / "switched"
+    shutil.copytree(given_run, out)
+    code, log, _ = run_cli(capsys, *QUICK, "--robust-model", given["D_adv"], "--out", out)
+    assert code == 0 and "last run with other settings" in log
+    lines = {line.split()[0]: line for line in log.splitlines() if line.startswith("  ")}
+    reran = {name for name, line in lines.items() if not line.endswith("cached")}
+    assert reran == {"D", "construct_D_NR", "construct_D_rand", "construct_D_det", "D_NR", "D_rand", "D_det",
+                     "D_det_unleaked", "audit", "attack_check_own_32", "transfer", "construct_D_det_bugs",
+                     "followup_nakkiran", "followup_goh"}, lines
+    assert {"given_D_adv", "construct_D_R", "D_R", "robust_source", "followup_ensemble", "followup_wallace"} <= set(
+        lines) - reran
+    r = results(out)
+    assert r["sources"]["D"]["origin"] == "trained" and r["sources"]["D_adv"]["origin"] == "given"
+    assert (out / "synthetic" / "models" / "D.safetensors").read_bytes() != given["D"].read_bytes()
+    assert r["per_seed"][0]["accuracy"]["D_R"] == results(given_run)["per_seed"][0]["accuracy"]["D_R"]
+    assert json.loads((out / "run.json").read_text())["presets"]["synthetic"] != manifest
 
 
 def test_rerun_resumes_and_a_replaced_copy_is_reinstalled(given_run, given, capsys):

@@ -18,7 +18,7 @@ from reference_models import resnet, robustness_checkpoint
 
 from advfeatures.autoattack import autoattack_available
 from advfeatures.cli import main
-from advfeatures.stages.given_sources import file_sha256
+from advfeatures.experiments.sources import file_sha256
 
 pytestmark = pytest.mark.skipif(not autoattack_available(), reason="needs the autoattack extra")
 

@@ -1,11 +1,14 @@
 """`reproduce` end to end on a reduced configuration: files, keys, value ranges, resume, bad run folders."""
 
+import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,7 +16,8 @@ import torch
 from advfeatures import load_dataset_file, load_model
 from advfeatures.cli import main
 from advfeatures.evaluation import transfer_rate
-from advfeatures.pipeline import Overrides, RunOptions, aggregate, reproduce
+from advfeatures.pipeline import Overrides, RunOptions, reproduce
+from advfeatures.results import aggregate
 
 QUICK = ["--preset", "synthetic", "--quick", "--no-progress"]
 SETS = ("D", "D_adv", "D_R", "D_NR", "D_rand", "D_det")
@@ -65,7 +69,7 @@ def test_results_files_keys_and_ranges(quick_run):
 
 
 def test_followups_are_recorded_reported_and_consistent(quick_run):
-    """The Distill follow-ups (stages/followups.py) run by default, under "followups", with the report section."""
+    """The Distill follow-ups (experiments/followups/) run by default, under "followups", with the report section."""
     r = json.loads((quick_run / "synthetic" / "results.json").read_text())
     f = r["followups"]
     assert set(f) == {"nakkiran", "goh", "wallace"}
@@ -116,39 +120,70 @@ def test_no_followups_skips_them_and_a_log_file_gets_lines_not_bars(tmp_path):
     assert "Follow-up" not in (out / "results.md").read_text()
 
 
-def test_changed_followup_settings_rerun_only_the_followups(tmp_path, capsys, monkeypatch):
-    """The follow-ups' settings are outside the run fingerprint: changing one keeps every paper stage cached and
-    re-runs exactly the follow-up stages that depend on it."""
-    import dataclasses
+def stage_lines(log: str) -> dict[str, str]:
+    """{stage: its last log line} (a stage that runs again logs why, then its result)."""
+    return {line.split()[0]: line for line in log.splitlines() if line.startswith("  ")}
 
+
+def rerun_copy(quick_run, tmp_path, capsys, monkeypatch, change=None, prepare=None) -> tuple[dict, dict, Path]:
+    """Re-run a copy of the quick run, after `change(preset)` to the synthetic preset and/or `prepare(folder)`."""
     from advfeatures.presets import synthetic
 
-    out = tmp_path / "run"
-    args = ["reproduce", *QUICK, "--no-theory", "--out", str(out)]
-    assert main(args) == 0
+    out = tmp_path / "copy"
+    shutil.copytree(quick_run, out)
+    if prepare:
+        prepare(out / "synthetic")
+    if change:
+        original = synthetic.preset
+        monkeypatch.setattr(synthetic, "preset", lambda: change(original()))
     capsys.readouterr()
-    original = synthetic.preset
+    assert main(["reproduce", *QUICK, "--out", str(out)]) == 0
+    log = capsys.readouterr().out
+    return stage_lines(log), json.loads((out / "synthetic" / "results.json").read_text()), out
 
-    def one_model_ensemble():
-        p = original()
+
+def reran(lines: dict[str, str]) -> set[str]:
+    return {name for name, line in lines.items() if not line.endswith("cached")}
+
+
+def test_changed_settings_rerun_exactly_their_readers_and_what_is_built_from_them(quick_run, tmp_path, capsys,
+                                                                                 monkeypatch):
+    """A run folder is resumed with other settings: each stage whose declared settings or upstream stages changed
+    runs again, every other stage is loaded. Here the inversion's steps (read by D_R's and D_NR's constructions)
+    and the follow-ups' ensemble size (read by the ensemble, D_det_bugs and Nakkiran's stage)."""
+    before = json.loads((quick_run / "synthetic" / "results.json").read_text())
+
+    def change(p):
+        p = dataclasses.replace(p, inversion=dataclasses.replace(p.inversion, steps=3))
         return dataclasses.replace(p, followups=dataclasses.replace(p.followups, ensemble=1))
 
-    monkeypatch.setattr(synthetic, "preset", one_model_ensemble)
-    assert main(args) == 0
-    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.startswith("  ")}
-    for stage in ("D", "D_adv", "construct_D_det", "D_det", "transfer", "robust_source"):
-        assert lines[stage].endswith("cached"), lines[stage]
-    for stage in ("followup_ensemble", "construct_D_det_bugs", "followup_nakkiran"):  # they depend on K
-        assert not lines[stage].endswith("cached"), lines[stage]
-    for stage in ("followup_squares", "followup_goh", "followup_wallace"):  # they do not
-        assert lines[stage].endswith("cached"), lines[stage]
-    r = json.loads((out / "synthetic" / "results.json").read_text())
-    assert r["followups"]["nakkiran"]["ensemble"] == 1
-    assert r["followups"]["nakkiran"]["D_det_bugs"]["construction"]["keep_models"] == 1
+    lines, after, out = rerun_copy(quick_run, tmp_path, capsys, monkeypatch, change=change)
+    assert reran(lines) == {"construct_D_R", "construct_D_NR", "D_R", "D_NR", "audit", "attack_check_own_32",
+                            "followup_ensemble", "construct_D_det_bugs", "followup_nakkiran"}, lines
+    assert "cached" in lines["theory"] and "cached" in lines["D"] and "cached" in lines["followup_goh"]
+    assert after["settings"]["inversion"]["steps"] == 3 and after["followups"]["nakkiran"]["ensemble"] == 1
+    assert after["followups"]["nakkiran"]["D_det_bugs"]["construction"]["keep_models"] == 1
+    for name in ("D", "D_adv", "D_rand", "D_det", "D_det_unleaked"):  # loaded, so exactly the same numbers
+        assert after["accuracy"][name] == before["accuracy"][name], name
+    assert after["transfer"] == before["transfer"] and after["followups"]["goh"] == before["followups"]["goh"]
+    assert json.loads((out / "run.json").read_text())["presets"]["synthetic"] != json.loads(
+        (quick_run / "run.json").read_text())["presets"]["synthetic"]
+    record = json.loads((out / "synthetic" / "stages" / "construct_D_R.json").read_text())
+    assert record["reads"]["inversion"]["steps"] == 3 and set(record["upstream"]) == {"D_adv"}
+
+
+def test_a_rebuilt_dataset_reruns_what_was_built_from_it(quick_run, tmp_path, capsys, monkeypatch):
+    """D_NR's file deleted: its construction runs again with the same settings, and everything built from it runs
+    again too (resume does not rely on the rebuilt set being identical); nothing else does."""
+    lines, after, _ = rerun_copy(quick_run, tmp_path, capsys, monkeypatch,
+                                 prepare=lambda d: (d / "datasets" / "D_NR.safetensors").unlink())
+    assert reran(lines) == {"construct_D_NR", "D_NR", "audit", "attack_check_own_32"}, lines
+    data = load_dataset_file(tmp_path / "copy" / "synthetic" / "datasets" / "D_NR.safetensors")
+    assert data["images"].shape[0] == 256 and set(after["construction"]["D_NR"]) >= {"model_predicts_label"}
 
 
 def test_status_lines_while_a_long_stage_runs():
-    from advfeatures.pipeline import status_lines
+    from advfeatures.runfolder import status_lines
 
     lines = []
     with status_lines(lines.append, "D_adv", 0.05):
@@ -220,13 +255,6 @@ def test_bad_run_folders_and_presets(tmp_path, capsys):
     assert not (tmp_path / "x").exists()
 
 
-def test_settings_change_is_refused(tmp_path, capsys):
-    out = tmp_path / "run"
-    assert main(["reproduce", *QUICK, "--no-theory", "--out", str(out), "--epochs", "1"]) == 0
-    assert main(["reproduce", *QUICK, "--no-theory", "--out", str(out), "--epochs", "3"]) == 2
-    assert "different settings" in capsys.readouterr().err
-
-
 def test_seeds_aggregate_mean_std_and_per_seed():
     per_seed = [
         {"accuracy": {"D": {"clean": c, "robust": r, "curve": {"0": c}}}, "construction": {"D_R": {"x": c}}}
@@ -279,16 +307,6 @@ def test_library_entry_point(tmp_path):
     assert set(results) == {"synthetic"} and results["synthetic"]["accuracy"]["D"]["clean"] >= 0
 
 
-def test_missing_cached_dataset_is_rebuilt(tmp_path, capsys):
-    out = tmp_path / "run"
-    assert main(["reproduce", *QUICK, "--no-theory", "--out", str(out)]) == 0
-    (out / "synthetic" / "datasets" / "D_rand.safetensors").unlink()
-    capsys.readouterr()
-    assert main(["reproduce", *QUICK, "--no-theory", "--out", str(out)]) == 0
-    assert "rebuilding" in capsys.readouterr().out
-    assert load_dataset_file(out / "synthetic" / "datasets" / "D_rand.safetensors")["images"].shape[0] == 256
-
-
 def test_gpu_path_flags_run_the_same_pipeline(quick_run, tmp_path):
     """--channels-last and --compile (aot_eager: the torch.compile plumbing without code generation) change how
     kernels run, not what is computed: the same accuracies as the plain quick run."""
@@ -302,3 +320,39 @@ def test_gpu_path_flags_run_the_same_pipeline(quick_run, tmp_path):
         assert abs(plain[name]["clean"] - flagged[name]["clean"]) <= 2 / n_test, name
     model = load_model(out / "synthetic" / "models" / "D.safetensors")  # saved in the ordinary format
     assert model(torch.rand(2, 1, 16, 16)).shape == (2, 10)
+
+
+def test_report_is_built_once_and_cites_what_a_user_can_open(quick_run):
+    """results.md and report.html are two renderings of one list of blocks (the same tables in the same order);
+    they cite the paper by its arXiv address and the repository's own files, never a file the repository lacks."""
+    import html as html_module
+    import re
+
+    md, page = (quick_run / "results.md").read_text(), (quick_run / "report.html").read_text()
+    md_titles = re.findall(r"^### (.+)$", md, re.M)
+    html_titles = [html_module.unescape(t) for t in re.findall(r"<h3>(.*?)</h3>", page)]
+    assert md_titles == html_titles and len(md_titles) >= 12
+    assert md.count("![") == page.count("<img ") >= 5
+    assert "PAPER.md" not in md + page
+    assert "https://arxiv.org/abs/1905.02175" in md
+    assert "<a href='https://arxiv.org/abs/1905.02175'>" in page
+    repo = Path(__file__).resolve().parents[1]
+    for cited in ("README.md", "benchmarks/RESULTS.md"):
+        assert cited in page and (repo / cited).is_file(), cited
+
+
+def test_the_report_reads_results_not_stages(quick_run, tmp_path):
+    """Importing the report loads no stage, no PresetRun and no pipeline, and the report can be rebuilt from a run
+    folder's results.json files alone."""
+    code = ("import sys, advfeatures.report; print(sorted(m for m in sys.modules if m.startswith('advfeatures') and "
+            "(m.endswith('.stages') or m.endswith('.context') or m.endswith('.pipeline'))))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
+    from advfeatures.report import write_report
+
+    out = tmp_path / "again"
+    shutil.copytree(quick_run, out)
+    (out / "results.md").unlink()
+    results = {"synthetic": json.loads((out / "synthetic" / "results.json").read_text())}
+    write_report(out, results, results["synthetic"]["theory"])
+    assert (out / "results.md").read_text() == (quick_run / "results.md").read_text()

@@ -8,10 +8,11 @@ import pytest
 import torch
 
 import advfeatures.device as device_module
-from advfeatures import pipeline
 from advfeatures.device import autocast, bf16_is_fast
+from advfeatures.experiments import context
+from advfeatures.experiments.context import PresetRun
 from advfeatures.models import build_model
-from advfeatures.pipeline import Overrides, PresetRun, RunOptions, apply_overrides, load_preset_data
+from advfeatures.pipeline import Overrides, RunOptions, apply_overrides, load_preset_data
 from advfeatures.presets import get_preset
 from advfeatures.training import ModelSpec, TrainConfig, train_new_model
 
@@ -58,7 +59,7 @@ def test_pipeline_trains_in_bf16_but_evaluates_in_float32(monkeypatch, tmp_path)
         seen.append(attack["amp"])
         return 0.0
 
-    monkeypatch.setattr(pipeline, "robust_accuracy", recording_robust_accuracy)
+    monkeypatch.setattr(context, "robust_accuracy", recording_robust_accuracy)
     run = PresetRun(preset, 0, tmp_path / "synthetic", data, options, print)
     assert run.amp
     model = build_model(preset.model.arch, in_channels=data["train"].images.shape[1], num_classes=data["num_classes"],

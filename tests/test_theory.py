@@ -321,11 +321,12 @@ def test_run_theory_quick(tmp_path):
 
 
 def test_report_tables_show_each_theorem_with_its_measured_verdict(tmp_path):
-    """The report's Section 4 (report_theory.py): one readable table per theorem, closed form beside measurement,
-    and each "here it does" computed from the numbers, so a result against the theorem reads "does NOT"."""
+    """The report's Section 4 (experiments/theory/section.py): one readable table per theorem, closed form beside
+    measurement, and each "here it does" computed from the numbers, so a result against the theorem reads "does
+    NOT"."""
     import copy
 
-    from advfeatures.report_theory import conventions, theory_sections
+    from advfeatures.experiments.theory.section import conventions, theory_sections
 
     result = json.loads(json.dumps(run_theory(tmp_path, seed=0, quick=True)))
     sections = {title: (what, header, rows) for title, what, header, rows in theory_sections(result)}

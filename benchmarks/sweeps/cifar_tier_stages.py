@@ -37,7 +37,9 @@ from advfeatures.construct import (
 )
 from advfeatures.data import as_tensors, load_dataset
 from advfeatures.data.base import TensorImageDataset
-from advfeatures.pipeline import PresetRun, RunOptions, load_preset_data
+from advfeatures.experiments.context import PresetRun
+from advfeatures.models import load_model
+from advfeatures.pipeline import RunOptions, load_preset_data
 from advfeatures.presets import get_preset
 from advfeatures.training import AdversarialConfig, ModelSpec
 
@@ -103,13 +105,26 @@ def main() -> None:
         f"training images {preset.limit_train}..{preset.limit_train + args.validation - 1}" if args.validation
         else "test set"), "accuracy": {}, "construction": {}}
     acc = out["accuracy"]
-    p, x, y = run.p, run.train_x, run.train_y
+    p, x, y = run.preset, run.train_x, run.train_y
+
+    def model_stage(name: str, images, labels, config) -> dict:  # cached in the point's folder, as a stage
+        return run.cache.run(name, lambda: run.train_and_evaluate(name, images, labels, config),
+                             validate=lambda result: load_model(run.model_path(name)))
+
+    def constructed(name: str, build, diagnose) -> dict:
+        def compute() -> dict:
+            ds = build()
+            run.save_constructed(name, ds)
+            return diagnose(ds)
+
+        return run.cache.run(f"construct_{name}", compute, validate=lambda result: run.check_constructed(name))
+
     for name in ("D", "D_adv"):
         needed = name in stages or (name == "D" and set(stages) & {"D_NR", "D_rand", "D_det"}) or (
             name == "D_adv" and "D_R" in stages)
         if needed:
             config = p.train if name == "D" else p.adversarial_train
-            acc[name] = run.train_and_evaluate(name, x, y, config)
+            acc[name] = model_stage(name, x, y, config)
     standard = run.load("D") if "D" in acc else None
     robust = run.load("D_adv") if "D_adv" in acc else None
     common = dict(seed=run.seed, amp=run.amp, progress=False)
@@ -127,9 +142,9 @@ def main() -> None:
         builders[f"D_{mode}"] = (lambda m=mode: build_relabelled_dataset(standard, x, y, mode=m, **rel), diagnose)
     for name in ("D_R", "D_NR", "D_rand", "D_det"):
         if name in stages:
-            out["construction"][name] = run.constructed(name, *builders[name])
+            out["construction"][name] = constructed(name, *builders[name])
             images, labels, _ = run.load_constructed(name)
-            acc[name] = run.train_and_evaluate(name, images, labels, p.constructed_train[name])
+            acc[name] = model_stage(name, images, labels, p.constructed_train[name])
     seconds = {k: round(v, 1) for k, v in run.cache.seconds.items()}
     out["seconds"] = {"total": round(time.perf_counter() - t0, 1), **seconds}
     print(json.dumps(out), flush=True)

@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--autoattack", action="store_true",
                    help="check the evaluation with AutoAttack on the whole test set and record it beside ours "
                    "(needs: pip install 'advfeatures[autoattack]')")
-    q = r.add_argument_group("quick-run overrides (change results; a run directory is resumed only with the same)")
+    q = r.add_argument_group("quick-run overrides (change results; changed ones re-run the stages they reach)")
     q.add_argument("--quick", action="store_true", help="tiny everything: checks the pipeline, not the paper")
     q.add_argument("--limit", type=int, help="first N training images (N/2 test images)")
     q.add_argument("--epochs", type=int, help="epochs for every training")

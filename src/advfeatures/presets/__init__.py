@@ -65,7 +65,7 @@ class SquaresConfig:
 
 @dataclass
 class FollowupsConfig:
-    """The Distill discussion's experiments (stages/followups.py); `reproduce --no-followups` skips them."""
+    """The Distill discussion's experiments (experiments/followups/); `reproduce --no-followups` skips them."""
 
     ensemble: int = 2  # Nakkiran's K: models of the source architecture trained on D with other seeds
     teacher_epochs: int = 1  # Wallace's weak teacher: standard training on D for this many epochs
@@ -98,11 +98,9 @@ class Preset:
     followups: FollowupsConfig = field(default_factory=FollowupsConfig)
 
     def fingerprint(self) -> str:
-        """A short hash of every setting that changes the paper's stages: a run directory is only resumed by the
-        same one. The follow-ups' settings are left out (they change only the follow-up stages, which check them
-        themselves: stages/followups.py), so adding or retuning a follow-up never discards finished paper stages."""
+        """A short hash of every setting, recorded in run.json. What a run folder resumes is decided stage by
+        stage: each stage's key covers exactly the settings it reads (runfolder.py)."""
         settings = dataclasses.asdict(self)
-        settings.pop("followups")
         blob = json.dumps(settings, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

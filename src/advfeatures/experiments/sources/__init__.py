@@ -1,4 +1,6 @@
-"""given sources: `reproduce --standard-model A --robust-model B` uses existing checkpoints as D and D_adv.
+"""The source models D and D_adv, and given ones: `reproduce --standard-model A --robust-model B` uses existing
+checkpoints as D and D_adv. This module is the library part (checking, installing and recording a given file);
+the stages are in stages.py, the report's sentence in section.py.
 
 Training the source models is most of a CIFAR-10 run's cost, and the paper's authors released theirs (convert it
 with `advfeatures import-model`). A given model replaces the training of its stage only: it is evaluated like a
@@ -10,13 +12,14 @@ and Table 9 from the robust source, D_rand / D_det and the transfer study from t
 * The run keeps its own byte-for-byte copy in `models/D.safetensors` / `models/D_adv.safetensors` (`install`),
   so every later stage, resume and `load_model` see exactly the given weights; the cached stage is trusted only
   while that copy still has the given file's SHA-256 (`check_installed`).
-* The given files' hashes enter the run's fingerprint (`fingerprint_suffix`), so a run directory holding
-  trained sources is never resumed with given ones, nor one given file's results with another's.
+* A given file's hash is a setting of its stage ("sources.D" / "sources.D_adv"), so switching between trained
+  and given sources, or to another file, in one run folder re-runs that source and everything built from it, and
+  never mixes one source's results with another's; run.json's fingerprint records it (`fingerprint_suffix`).
 * With several seeds every seed uses the same given model; only the attack's randomness varies.
 
 Example (Python):
 
-    from advfeatures.stages.given_sources import inspect_given_model
+    from advfeatures.experiments.sources import inspect_given_model
     source = inspect_given_model("D_adv", "robust.safetensors", image_shape=(3, 32, 32), num_classes=10)
     print(source.record())  # {"origin": "given", "path": ..., "sha256": ..., "arch": ..., ...}
 """
@@ -31,9 +34,9 @@ from pathlib import Path
 
 import torch
 
-from ..errors import BadInputError, CorruptFileError
-from ..io import atomic_path, load_tensors
-from ..models import load_model
+from ...errors import BadInputError, CorruptFileError
+from ...io import atomic_path, load_tensors
+from ...models import load_model
 
 SOURCES = ("D", "D_adv")  # the stages a given model can replace
 FLAGS = {"D": "--standard-model", "D_adv": "--robust-model"}
@@ -153,28 +156,5 @@ def sources_record(given: dict[str, GivenModel], seeds: int) -> dict:
     return out
 
 
-def describe_sources(sources: dict) -> str | None:
-    """One sentence for the report, or None when both sources were trained here."""
-    given = {n: s for n, s in sources.items() if s.get("origin") == "given"}
-    if not given:
-        return None
-    parts = [f"{n} given ({s['flag']} {s['path']}, sha256 {s['sha256_short']}, {s['arch']}{_origin(s)}), "
-             "not trained here" for n, s in given.items()]
-    parts += [f"{n} trained here" for n, s in sources.items() if n not in given]
-    seeds = max(s.get("seeds", 1) for s in given.values())
-    note = (f" The given models are the same for all {seeds} seeds: their spread is the attack's randomness only."
-            if seeds > 1 else "")
-    return "Sources: " + "; ".join(parts) + "." + note
-
-
-def _origin(source: dict) -> str:
-    imported = source.get("imported")
-    if not imported:
-        return ""
-    epoch = f", epoch {imported['epoch']}" if imported.get("epoch") is not None else ""
-    return (f"; imported from the {imported.get('library')} checkpoint {imported.get('file')} "
-            f"(sha256 {str(imported.get('sha256'))[:12]}{epoch})")
-
-
-__all__ = ["FLAGS", "SOURCES", "GivenModel", "check_installed", "describe_sources", "file_sha256",
+__all__ = ["FLAGS", "SOURCES", "GivenModel", "check_installed", "file_sha256",
            "fingerprint_suffix", "inspect_given_model", "install", "sources_record"]

@@ -18,6 +18,9 @@
 Linear models here act on flattened images x in R^d: logits = W x + b with W (C, d), b (C,). A perturbation of
 norm eps changes (w_c - w_j).x by at most eps * ||w_c - w_j||_*, the dual norm (L2 for L2, L1 for Linf), which is
 what makes both the adversarial training loss and the certificates exact for linear models.
+
+This module is the follow-ups' library (callable without a run); their stages are in stages.py, the report's
+tables in section.py, their settings in presets.FollowupsConfig.
 """
 
 from __future__ import annotations
@@ -28,9 +31,9 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from .attacks import check_norm
-from .errors import BadInputError
-from .evaluation import predict
+from ...attacks import check_norm
+from ...errors import BadInputError
+from ...evaluation import predict
 
 # ---------------------------------------------------------------- Nakkiran: adversarial squares
 

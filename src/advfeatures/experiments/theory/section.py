@@ -1,4 +1,5 @@
-"""The report's Section 4 tables: the theory stage's numbers (theory/run.py) as one table per theorem.
+"""The report's Section 4 tables: the theory stage's numbers (stages.py, from the library theory/run.py) as one
+table per theorem.
 
 Each table puts the paper's closed form beside what the stage measured (a Monte Carlo estimate, or a robust maximum
 likelihood fit by gradient descent against the relaxed and the exact adversary), so a reader sees at a glance
@@ -8,6 +9,9 @@ whether the theorem's prediction and the experiment agree, and the sentence abov
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+
+from ...document import Block, Figure, Heading, Table, Text
 
 Section = tuple[str, str, list[str], list[list[str]]]  # title, what to look for, header, rows
 
@@ -117,3 +121,15 @@ def theory_sections(t: dict) -> list[Section]:
 def conventions(t: dict) -> list[str]:
     """The stage's stated conventions (how eps, lambda and the adversary are defined), one line each."""
     return [f"{name}: {text}." for name, text in t.get("conventions", {}).items()]
+
+
+def blocks(t: dict, out: Path) -> list[Block]:
+    """The report's Section 4: a table per theorem (what to look for above it), the conventions, the figures (PNGs
+    the theory stage wrote under `out`/theory)."""
+    found: list[Block] = [Heading("Section 4 theory", 2)]
+    found += [Table(title, header, rows, note=what) for title, what, header, rows in theory_sections(t)]
+    notes = conventions(t)
+    if notes:
+        found.append(Text("Conventions. " + " ".join(notes)))
+    found += [Figure(out / "theory" / name, f"theory/{name}") for name in t.get("figures", [])]
+    return found

@@ -1,5 +1,5 @@
-"""The report's follow-up section: the Distill discussion's experiments (stages/followups.py), their tables, the
-responders' own CIFAR-10 figures beside ours, and each response's claim checked on this data.
+"""The report's follow-up section: the Distill discussion's experiments (stages.py), their tables, the responders'
+own CIFAR-10 figures beside ours, and each response's claim checked on this data. It reads results only.
 
 Thresholds are the report's usual ones, fixed before any run: "far above chance" is more than 2x chance (as for
 D_rand / D_det), "near chance" at most 5 points above it, a gap "far" when it is 20 points or a factor of 2.
@@ -8,6 +8,8 @@ D_rand / D_det), "near chance" at most 5 points above it, a gap "far" when it is
 from __future__ import annotations
 
 import torch
+
+from ...document import Block, Table, Text
 
 # the responders' CIFAR-10 figures (Distill 2019), printed beside ours
 NAKKIRAN = {"D_det_bugs": {"transfer_rate": 1.7, "accuracy_on_Y": 2.8, "accuracy_on_Y_plus_1": 70.8},
@@ -43,7 +45,17 @@ def _mean(r: dict, *path: str) -> float | None:
     return sum(v) / len(v) if v else None
 
 
-def followup_sections(r: dict) -> list[tuple[str, list[str], list[list[str]]]]:
+DISTILL = ("The follow-ups: experiments from the Distill discussion of the paper (Distill 2019, "
+           "https://distill.pub/2019/advex-bugs-discussion/), run on the same data and models.")
+
+
+def blocks(r: dict, figures=None) -> list[Block]:
+    found = tables(r)
+    return [Text(DISTILL), *found] if found else []
+
+
+def tables(r: dict) -> list[Table]:
+    """One table per follow-up present in the results, then the follow-ups' claims checked."""
     f = r.get("followups")
     if not f:
         return []
@@ -68,7 +80,7 @@ def followup_sections(r: dict) -> list[tuple[str, list[str], list[list[str]]]]:
                 a = audits[name]
                 row.append(f"{100 * a.get('nonrobust_agrees_label', 0):.1f} / "
                            f"{100 * a.get('robust_agrees_original', 0):.1f}")
-        sections.append((
+        sections.append(Table(
             f"Follow-up: Nakkiran, adversarial examples that are just bugs (L2 eps {n.get('eps', 0):g})", header, rows))
     sq = n.get("squares", {})
     if sq:
@@ -78,7 +90,7 @@ def followup_sections(r: dict) -> list[tuple[str, list[str], list[list[str]]]]:
                 ["linear rule: mean pixel above 1/2 (exact robust accuracy)", "-",
                  _pct(r, "nakkiran", "squares", "linear_rule_clean"),
                  _pct(r, "nakkiran", "squares", "linear_rule_robust")]]
-        sections.append((
+        sections.append(Table(
             f"Follow-up: Nakkiran's adversarial squares ({sq.get('train_images', 0):g} images, "
             f"{100 * sq.get('label_noise', 0):g}% label noise, L2 eps {sq.get('eps', 0):g})",
             ["classifier", "train accuracy (noisy labels)", "test clean", "test robust"], rows))
@@ -98,7 +110,7 @@ def followup_sections(r: dict) -> list[tuple[str, list[str], list[list[str]]]]:
              f"{_pct(r, 'goh', 'D_rand_accuracy')} / {_pct(r, 'goh', 'D_det_accuracy')} / "
              f"{_pct(r, 'goh', 'D_det_unleaked_accuracy')}", _paper_relabelled(r)],
         ]
-        sections.append((f"Follow-up: Goh, robust-feature leakage (robust linear model at "
+        sections.append(Table(f"Follow-up: Goh, robust-feature leakage (robust linear model at "
                          f"{g.get('norm', 'l2').upper()} eps {g.get('eps', 0):g}; test accuracy, %)",
                          ["measure", "ours", "his CIFAR-10"], rows))
     w = f.get("wallace", {})
@@ -116,11 +128,11 @@ def followup_sections(r: dict) -> list[tuple[str, list[str], list[list[str]]]]:
                          f"{WALLACE['student_test_accuracy']}"])
         else:
             rows.append(["student", w.get("skipped", "skipped"), "-"])
-        sections.append(("Follow-up: Wallace, learning from incorrectly labelled data (%)",
+        sections.append(Table("Follow-up: Wallace, learning from incorrectly labelled data (%)",
                          ["step", "ours", "his CIFAR-10"], rows))
     claims = followup_claims(r)
     if claims:
-        sections.append(("The follow-ups' claims, checked on this data", ["claim", "verdict", "evidence"], claims))
+        sections.append(Table("The follow-ups' claims, checked on this data", ["claim", "verdict", "evidence"], claims))
     return sections
 
 

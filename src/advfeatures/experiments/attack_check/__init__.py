@@ -9,7 +9,8 @@ robust numbers carry the paper's claims with an independent check, on the same t
   use) from 3 random starts, 3 APGD-CE runs and APGD-T over every other class, with another seed. It is the
   same engine, so it cannot catch what the engine misses; the report says which check ran.
 
-A model is flagged when its default number is more than `TOLERANCE` above the check.
+A model is flagged when its default number is more than `TOLERANCE` above the check. This module is the library
+part (callable on any models); the stage is in stages.py, the report's table in section.py.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ import time
 
 import torch
 
-from ..autoattack import NAME as AUTOATTACK_NAME
-from ..autoattack import autoattack_accuracy, autoattack_available, require_autoattack
-from ..evaluation import robust_accuracy
+from ...autoattack import NAME as AUTOATTACK_NAME
+from ...autoattack import autoattack_accuracy, autoattack_available, require_autoattack
+from ...evaluation import robust_accuracy
 
 CHECKED = ("D", "D_adv", "D_R", "D_NR")  # the models whose robust numbers the claims read
 TOLERANCE = 0.01  # one point of accuracy

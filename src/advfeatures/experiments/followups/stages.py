@@ -1,30 +1,36 @@
-"""followups: the Distill discussion's experiments (2019, "A Discussion of 'Adversarial Examples Are Not Bugs, They
-Are Features'"), run beside the paper's on the same data and models. `reproduce --no-followups` skips them.
+"""The follow-ups' stages: the Distill discussion's experiments (2019, "A Discussion of 'Adversarial Examples Are
+Not Bugs, They Are Features'"), run beside the paper's on the same data and models. `reproduce --no-followups`
+skips them.
 
 * Nakkiran, "Adversarial examples are just bugs, too": D_det_bugs, targeted adversarial examples against the
   standard source model f that an ensemble of K independently trained models f_i must still read as the true
-  class (construct.build_relabelled_dataset with keep_models). If adversarial examples were only features, such
+  class (PresetRun.relabel with keep_models). If adversarial examples were only features, such
   examples could not exist; his do, they transfer little, and a model trained on them does not generalise to
   (X, Y) but predicts Y+1. Plus his "adversarial squares" toy, where a network that fits noisy labels is
-  non-robust although a robust linear rule exists (followups.adversarial_squares).
+  non-robust although a robust linear rule exists (adversarial_squares).
 * Goh, "Robust feature leakage": how much of D_rand's / D_det's signal a linear classifier reads through the
-  features of a robust linear model (followups.train_robust_linear / linear_leakage), with the fraction of test
+  features of a robust linear model (train_robust_linear / linear_leakage), with the fraction of test
   points whose robust-linear prediction is certified; shown beside our D_det_unleaked split.
 * Wallace, "Learning from incorrectly labeled data": a weak teacher relabels D; only the images it gets wrong are
-  kept, with its wrong labels; a fresh model trained on them still generalises (followups.
-  incorrectly_labelled_subset), the control that says D_det-style learning can be distillation.
+  kept, with its wrong labels; a fresh model trained on them still generalises (incorrectly_labelled_subset),
+  the control that says D_det-style learning can be distillation.
 
-Each follow-up is its own cached stage (resume, seeds and torchrun as for the paper's stages); results.json holds
-them under "followups": {"nakkiran", "goh", "wallace"}.
+The library functions are this package's __init__, the report's tables section.py, the settings the preset's
+`followups` (presets.FollowupsConfig). Each follow-up is its own stage, declared like the paper's (resume, seeds,
+torchrun and settings changes as for them); results.json holds them under "followups": {"nakkiran", "goh",
+"wallace"}.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from ..construct import build_relabelled_dataset, keep_diagnostics, relabelled_diagnostics
-from ..evaluation import clean_accuracy, predict, robust_accuracy
-from ..followups import (
+from ...construct import keep_diagnostics, relabelled_diagnostics
+from ...evaluation import clean_accuracy, predict, robust_accuracy
+from ...models import load_model
+from ...runfolder import Stage
+from ...training import ModelSpec, TrainConfig, train_new_model
+from . import (
     adversarial_squares,
     certified_fraction,
     incorrectly_labelled_subset,
@@ -32,96 +38,46 @@ from ..followups import (
     linear_rule_robust_accuracy,
     train_robust_linear,
 )
-from ..io import read_json, write_json_atomic
-from ..models import load_model
-from ..training import ModelSpec, TrainConfig, train_new_model
 
 SEED_STRIDE = 7919  # other seeds for the ensemble / teacher models: far from every seed the paper's stages use
-
-
-# which follow-up settings (presets.FollowupsConfig fields) each follow-up stage's result depends on
-STAGE_SETTINGS = {
-    "followup_ensemble": ("ensemble",), "construct_D_det_bugs": ("ensemble",), "followup_nakkiran": ("ensemble",),
-    "followup_squares": ("squares",), "followup_goh": ("linear_epochs",), "followup_wallace": ("teacher_epochs",),
-}
-
-
-def run_followups(run, standard, robust, acc: dict) -> dict:
-    """{"nakkiran": {..., "squares": {...}}, "goh": {...}, "wallace": {...}}; `run` is the seed's PresetRun."""
-    cfg = run.p.followups
-    _forget_other_settings(run)
-    ensemble = _ensemble(run, cfg.ensemble + 1)  # K keep models and one fresh model for transfer
-    keep, fresh = ensemble[: cfg.ensemble], ensemble[cfg.ensemble]
-    construction = _construct_bugs(run, standard, robust, keep)
-    nakkiran = run.cache.run("followup_nakkiran", lambda: _nakkiran(run, standard, fresh, construction, acc),
-                             validate=lambda: load_model(run.model_path("D_det_bugs")))
-    nakkiran["squares"] = run.cache.run("followup_squares", lambda: _squares(run))
-    return {
-        "nakkiran": nakkiran,
-        "goh": run.cache.run("followup_goh", lambda: _goh(run, acc)),
-        "wallace": run.cache.run("followup_wallace", lambda: _wallace(run)),
-    }
-
-
-def _forget_other_settings(run) -> None:
-    """The run fingerprint leaves the follow-ups' settings out (presets.Preset.fingerprint), so they are checked
-    here, stage by stage: a record made under other settings of its own is removed, and that stage runs again."""
-    config = dataclasses.asdict(run.p.followups)
-    settings = {stage: {k: config[k] for k in keys} for stage, keys in STAGE_SETTINGS.items()}
-    marker = run.dir / "stages" / "followups_settings.json"
-    recorded = read_json(marker) if marker.exists() else {}
-    stale = [stage for stage in STAGE_SETTINGS if recorded.get(stage) != settings[stage]  # other or unknown
-             and (run.dir / "stages" / f"{stage}.json").exists()]
-    run.group.barrier()
-    if run.group.is_main:
-        for stage in stale:
-            run.log(f"  {stage:<16} settings changed ({settings[stage]}): runs again")
-            (run.dir / "stages" / f"{stage}.json").unlink(missing_ok=True)
-        if recorded != settings:
-            write_json_atomic(marker, settings)
-    run.group.barrier()
 
 
 # ---------------------------------------------------------------- Nakkiran
 
 
-def _ensemble(run, count: int) -> list:
-    """`count` models of the preset's architecture trained on D like D itself, each with another seed."""
-    names = [f"followup_ensemble_{i}" for i in range(count)]
-
-    def compute():
-        out = {}
-        for i, name in enumerate(names):
-            config = dataclasses.replace(run.p.train, seed=run.p.train.seed + SEED_STRIDE * (i + 1))
-            model, _ = run.fit(name, run.train_x, run.train_y, config)
-            out[name] = clean_accuracy(model, run.test_x, run.test_y)
-        return {"clean": out, "arch": run.p.model.arch}
-
-    def validate():
-        for name in names:
-            load_model(run.model_path(name))
-
-    run.cache.run("followup_ensemble", compute, validate=validate)
-    return [run.load(name) for name in names]
+def _ensemble(run, upstream: dict) -> dict:
+    """K + 1 models of the preset's architecture trained on D like D itself, each with another seed: K keep models
+    for D_det_bugs and one fresh model to measure transfer."""
+    out = {}
+    for i, name in enumerate(_ensemble_names(run)):
+        config = dataclasses.replace(run.preset.train, seed=run.preset.train.seed + SEED_STRIDE * (i + 1))
+        model, _ = run.fit(name, run.train_x, run.train_y, config)
+        out[name] = clean_accuracy(model, run.test_x, run.test_y)
+    return {"clean": out, "arch": run.preset.model.arch}
 
 
-def _construct_bugs(run, standard, robust, keep: list) -> dict:
-    p = run.p
-    rel = dict(num_classes=run.num_classes, norm=p.threat.norm, eps=p.relabel.eps, steps=p.relabel.steps,
-               step_size=p.relabel.step_size, early_stop=p.relabel.early_stop, seed=run.seed, amp=run.amp,
-               progress=run.opts.progress and run.group.is_main, shard=run.group.shard)
-
-    def diagnose(ds):
-        return {**ds.diagnostics, **relabelled_diagnostics(standard, robust, run.train_x, ds, p.threat.norm),
-                **keep_diagnostics(keep, ds)}
-
-    return run.constructed("D_det_bugs", lambda: build_relabelled_dataset(standard, run.train_x, run.train_y,
-                                                                          mode="det", keep_models=keep, **rel),
-                           diagnose)
+def _ensemble_names(run) -> list[str]:
+    return [f"followup_ensemble_{i}" for i in range(run.preset.followups.ensemble + 1)]
 
 
-def _nakkiran(run, standard, fresh, construction: dict, acc: dict) -> dict:
-    p, shifted = run.p, (run.test_y + 1) % run.num_classes
+def _check_ensemble(run, result: dict) -> None:
+    for name in result["clean"]:
+        load_model(run.model_path(name))
+
+
+def _construct_bugs(run, upstream: dict) -> dict:
+    standard, robust = run.load("D"), run.load("D_adv")
+    keep = [run.load(name) for name in _ensemble_names(run)[:-1]]
+    ds = run.relabel(standard, "det", keep_models=keep)
+    run.save_constructed("D_det_bugs", ds)
+    return {**ds.diagnostics, **relabelled_diagnostics(standard, robust, run.train_x, ds, run.preset.threat.norm),
+            **keep_diagnostics(keep, ds)}
+
+
+def _nakkiran(run, upstream: dict) -> dict:
+    standard, fresh = run.load("D"), run.load(_ensemble_names(run)[-1])  # the last ensemble model: the fresh one
+    construction = upstream["construct_D_det_bugs"]
+    p, shifted = run.preset, (run.test_y + 1) % run.num_classes
     out = {"ensemble": p.followups.ensemble, "eps": p.relabel.eps}
     for name in ("D_det", "D_det_bugs"):
         images, labels, original = run.load_constructed(name)
@@ -144,9 +100,9 @@ def _nakkiran(run, standard, fresh, construction: dict, acc: dict) -> dict:
     return out
 
 
-def _squares(run) -> dict:
+def _squares(run, upstream: dict) -> dict:
     """Nakkiran's adversarial squares: a network fit to noisy labels vs the robust linear rule, same radius."""
-    sq, ev = run.p.followups.squares, run.p.evaluation
+    sq, ev = run.preset.followups.squares, run.preset.evaluation
     seed = run.seed * 1000 + 17
     x, y, _ = adversarial_squares(sq.train, size=sq.size, label_noise=sq.label_noise, seed=seed)
     tx, _, ty = adversarial_squares(sq.test, size=sq.size, label_noise=0.0, seed=seed + 1)
@@ -170,8 +126,8 @@ def _squares(run) -> dict:
 # ---------------------------------------------------------------- Goh
 
 
-def _goh(run, acc: dict) -> dict:
-    p, cfg = run.p, run.p.followups
+def _goh(run, upstream: dict) -> dict:
+    p, cfg = run.preset, run.preset.followups
     eps, norm = p.threat.eps, p.threat.norm
     w, b = train_robust_linear(run.train_x, run.train_y, run.num_classes, eps=eps, norm=norm,
                                epochs=cfg.linear_epochs, seed=run.seed)
@@ -185,16 +141,16 @@ def _goh(run, acc: dict) -> dict:
         out[f"leakage_{name}"] = linear_leakage(w, images, labels, run.test_x, run.test_y, run.num_classes,
                                                 epochs=cfg.linear_epochs, seed=run.seed)
     for name in ("D_rand", "D_det", "D_det_unleaked"):
-        if "clean" in acc.get(name, {}):
-            out[f"{name}_accuracy"] = acc[name]["clean"]
+        if "clean" in upstream.get(name, {}):
+            out[f"{name}_accuracy"] = upstream[name]["clean"]
     return out
 
 
 # ---------------------------------------------------------------- Wallace
 
 
-def _wallace(run) -> dict:
-    p, cfg = run.p, run.p.followups
+def _wallace(run, upstream: dict) -> dict:
+    p, cfg = run.preset, run.preset.followups
     teacher_config = dataclasses.replace(p.train, epochs=min(cfg.teacher_epochs, p.train.epochs),
                                          seed=p.train.seed + SEED_STRIDE * 100)
     teacher, _ = run.fit("followup_wallace_teacher", run.train_x, run.train_y, teacher_config)
@@ -210,3 +166,32 @@ def _wallace(run) -> dict:
     out["student_agrees_with_teacher"] = float((predict(student, run.test_x) == predict(teacher, run.test_x))
                                                .float().mean())
     return out
+
+
+# ---------------------------------------------------------------- declarations
+
+
+def _on(run) -> bool:
+    return run.with_followups
+
+
+STAGES = (
+    Stage("followup_ensemble", _ensemble, reads=("data", "model", "train", "precision", "followups.ensemble"),
+          when=_on, validate=_check_ensemble),
+    Stage("construct_D_det_bugs", _construct_bugs, needs=("D", "D_adv", "followup_ensemble"), when=_on,
+          reads=("data", "relabel", "threat.norm", "precision", "followups.ensemble"),
+          validate=lambda run, result: run.check_constructed("D_det_bugs")),
+    Stage("followup_nakkiran", _nakkiran,
+          needs=("D", "followup_ensemble", "construct_D_det_bugs", "construct_D_det", "D_det"),
+          reads=("data", "model", "precision", "followups.ensemble", "relabel.eps", "constructed_train.D_det"),
+          into=("followups", "nakkiran"), when=_on,
+          validate=lambda run, result: load_model(run.model_path("D_det_bugs"))),
+    Stage("followup_squares", _squares, reads=("followups.squares", "evaluation.steps", "evaluation.restarts"),
+          into=("followups", "nakkiran", "squares"), when=_on),
+    Stage("followup_goh", _goh, reads=("data", "threat", "followups.linear_epochs"),
+          needs=("construct_D_rand", "construct_D_det", "D_rand", "D_det", "D_det_unleaked"),
+          into=("followups", "goh"), when=_on),
+    Stage("followup_wallace", _wallace,
+          reads=("data", "model", "train", "precision", "followups.teacher_epochs", "constructed_train.D_det"),
+          into=("followups", "wallace"), when=_on),
+)

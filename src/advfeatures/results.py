@@ -1,0 +1,91 @@
+"""results.json: one seed's results from its stages, the means over seeds, a preset's file, the console table.
+
+Each stage's result goes where its declaration says (`Stage.into`, e.g. ("accuracy", "D") or ("followups",
+"goh")); with several seeds every number is averaged and, for the accuracies, the std and per-seed values sit
+beside the mean; "per_seed" keeps every seed's whole results.
+"""
+
+from __future__ import annotations
+
+import torch
+
+SUMMARY = ("audit", "attack_check", "transfer", "robust_source", "followups")  # averaged over seeds where present
+
+
+def place(results: dict, path: tuple[str, ...], value: dict) -> None:
+    """results[path[0]]...[path[-1]] = a copy of value (the stage's cached result stays as it was)."""
+    for key in path[:-1]:
+        results = results.setdefault(key, {})
+    results[path[-1]] = dict(value)
+
+
+def new_seed_results() -> dict:
+    return {"accuracy": {}, "construction": {}}
+
+
+def aggregate(per_seed: list[dict]) -> dict:
+    """Means over seeds, with std and per-seed values beside them, for every accuracy entry."""
+    first = per_seed[0]
+    accuracy = {}
+    for name, entry in first["accuracy"].items():
+        if "clean" not in entry:
+            accuracy[name] = entry
+            continue
+        agg = {}
+        for key in ("clean", "robust", "autoattack"):
+            if not all(key in s["accuracy"][name] for s in per_seed):
+                continue
+            values = torch.tensor([s["accuracy"][name][key] for s in per_seed], dtype=torch.float64)
+            agg[key] = float(values.mean())
+            agg[f"{key}_std"] = float(values.std(unbiased=False)) if len(per_seed) > 1 else 0.0
+            agg[f"{key}_per_seed"] = values.tolist()
+        agg["curve"] = {e: float(torch.tensor([s["accuracy"][name]["curve"][e] for s in per_seed]).mean())
+                        for e in entry["curve"]}
+        accuracy[name] = agg
+    return {
+        "accuracy": accuracy,
+        "construction": _mean_dicts([s["construction"] for s in per_seed]),
+        **{k: _mean_dicts([s[k] for s in per_seed]) for k in SUMMARY if k in first},
+        "per_seed": per_seed,
+    }
+
+
+def _mean_dicts(items: list):
+    """Elementwise mean of nested dicts of numbers (other values from the first)."""
+    head = items[0]
+    if isinstance(head, dict):
+        return {k: _mean_dicts([i[k] for i in items if isinstance(i, dict) and k in i]) for k in head}
+    if isinstance(head, (int, float)) and not isinstance(head, bool):
+        values = [float(i) for i in items]
+        return sum(values) / len(values)
+    return head
+
+
+def preset_results(preset, per_seed: list[dict], *, num_classes: int, released, sources: dict, seconds: float,
+                   theory: dict | None) -> dict:
+    """DIR/<preset>/results.json (DESIGN.md's contract): the preset, its seeds, the means, and where it ran."""
+    results = {
+        "preset": preset.name,
+        "seeds": list(range(len(per_seed))),
+        "threat_model": {"norm": preset.threat.norm, "eps": preset.threat.eps},
+        "num_classes": num_classes,
+        **aggregate(per_seed),
+        "settings": preset.as_dict(),
+        "released": str(released) if released else None,
+        "sources": sources,
+        "precision": per_seed[0]["precision"],
+        "seconds": {"total": seconds, "stages": per_seed[0]["seconds"]},
+    }
+    if theory is not None:
+        results["theory"] = theory
+    return results
+
+
+def format_table(results: dict) -> str:
+    """The console's summary: clean and robust accuracy of every model."""
+    eps = results["threat_model"]["eps"]
+    lines = [f"{'training set':<16}{'clean':>8}{f'robust@{eps:g}':>14}"]
+    for name, entry in results["accuracy"].items():
+        if "clean" in entry:
+            lines.append(f"{name:<16}{entry['clean']:>8.3f}{entry['robust']:>14.3f}")
+    return "\n".join(lines)
