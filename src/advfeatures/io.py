@@ -105,3 +105,23 @@ def load_tensors(path: str | os.PathLike, required: tuple[str, ...] = ()) -> tup
     if missing:
         raise CorruptFileError(f"{path}: missing tensors {missing}; delete it and recreate it")
     return tensors, metadata
+
+
+def pack_mask(mask: torch.Tensor) -> str:
+    """A boolean vector as a hex string (8 entries per byte): per-example results that fit in a JSON record."""
+    bits = mask.detach().to("cpu", torch.bool).flatten()
+    padded = torch.cat([bits, bits.new_zeros((-len(bits)) % 8)]).view(-1, 8).to(torch.uint8)
+    weights = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8)
+    return bytes((padded * weights).sum(1).to(torch.uint8).tolist()).hex()
+
+
+def unpack_mask(text: str, n: int) -> torch.Tensor:
+    """The first `n` entries of a `pack_mask` string, as a bool tensor; a string too short is a CorruptFileError."""
+    try:
+        data = torch.tensor(list(bytes.fromhex(text)), dtype=torch.uint8)
+    except (ValueError, TypeError) as err:
+        raise CorruptFileError(f"not a packed per-example result ({err})") from err
+    if len(data) * 8 < n:
+        raise CorruptFileError(f"a packed per-example result holds {len(data) * 8} entries, {n} needed")
+    shifts = torch.tensor([7, 6, 5, 4, 3, 2, 1, 0], dtype=torch.uint8)
+    return ((data[:, None] >> shifts) & 1).flatten()[:n].bool()

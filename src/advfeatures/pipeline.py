@@ -32,7 +32,7 @@ from .experiments.theory.stages import run_theory_stage
 from .experiments.transfer import stages as transfer
 from .io import write_json_atomic
 from .presets import DEFAULT_PRESETS, Preset, get_preset
-from .results import format_table, new_seed_results, place, preset_results
+from .results import format_table, machine_record, new_seed_results, place, preset_results
 from .runfolder import Stage, changed_presets, check_out_dir, write_manifest
 from .runlock import run_folder_lock
 from .training import ModelSpec, TrainConfig
@@ -248,8 +248,11 @@ def _reproduce_locked(options: RunOptions, log, presets: list[Preset], data: dic
         write_manifest(out, __version__, fingerprints)
 
     theory = run_theory_stage(out, log, group) if options.theory else None
+    machine = machine_record(resolve_device(options.device))
+    from .report import write_report
+
     all_results = {}
-    for p in presets:
+    for i, p in enumerate(presets):
         t0 = time.perf_counter()
         log(f"[{p.name}] {p.description}; threat model {p.threat.norm} eps {p.threat.eps}; seeds {options.seeds}")
         per_seed = []
@@ -260,15 +263,12 @@ def _reproduce_locked(options: RunOptions, log, presets: list[Preset], data: dic
         given = data[p.name].get("given", {})
         results = preset_results(p, per_seed, num_classes=data[p.name]["num_classes"], released=options.released,
                                  sources=sources_record(given, options.seeds), seconds=time.perf_counter() - t0,
-                                 theory=theory)
-        if group.is_main:
-            write_json_atomic(out / p.name / "results.json", results)
+                                 theory=theory, machine=machine)
         all_results[p.name] = results
+        if group.is_main:  # the report as soon as a preset finishes, rewritten as the next ones do
+            write_json_atomic(out / p.name / "results.json", results)
+            write_report(out, all_results, theory, pending=[q.name for q in presets[i + 1:]])
         log(format_table(results))
-    from .report import write_report
-
-    if group.is_main:
-        write_report(out, all_results, theory)
     group.barrier()
     log(f"done in {time.perf_counter() - t_start:.0f}s: {out / 'report.html'}")
     return all_results

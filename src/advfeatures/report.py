@@ -32,12 +32,19 @@ INTRO = ("Accuracies are on each data set's original test set, in percent. Paper
          "their settings and caveats: benchmarks/RESULTS.md.")
 
 
-def report_blocks(out: Path, all_results: dict[str, dict], theory: dict | None) -> list[Block]:
+def report_blocks(out: Path, all_results: dict[str, dict], theory: dict | None,
+                  pending: list[str] | tuple[str, ...] = ()) -> list[Block]:
     blocks: list[Block] = [Heading(TITLE, 1), Text(INTRO)]
+    if pending:
+        blocks.append(Text(f"Partial report: {', '.join(pending)} still running; this file is rewritten when "
+                           "each preset finishes."))
     for name, r in all_results.items():
         tm = r["threat_model"]
+        m = r.get("machine")
+        where = (f" Ran on {m['device']} ({m['cpu_cores']} CPU cores), torch {m['torch']}, code {m['commit'][:12]}."
+                 if m else "")
         blocks += [Heading(name, 2), Text(f"Threat model: {tm['norm'].upper()} eps {tm['eps']:g}; seeds: "
-                                          f"{len(r['seeds'])}; total {r['seconds']['total']:.0f}s.")]
+                                          f"{len(r['seeds'])}; total {r['seconds']['total']:.0f}s.{where}")]
         figures = Figures(out, name)
         for section in SECTIONS:
             blocks += section(r, figures)
@@ -46,7 +53,10 @@ def report_blocks(out: Path, all_results: dict[str, dict], theory: dict | None) 
     return blocks
 
 
-def write_report(out: Path, all_results: dict[str, dict], theory: dict | None) -> None:
-    blocks = report_blocks(out, all_results, theory)
+def write_report(out: Path, all_results: dict[str, dict], theory: dict | None,
+                 pending: list[str] | tuple[str, ...] = ()) -> None:
+    """results.md and report.html from the presets' results; `pending` names presets still running (a partial
+    report, written as soon as the first preset finishes)."""
+    blocks = report_blocks(out, all_results, theory, pending)
     write_text_atomic(out / "results.md", render_markdown(blocks))
     write_text_atomic(out / "report.html", render_html(blocks, TITLE))

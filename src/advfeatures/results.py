@@ -7,6 +7,11 @@ beside the mean; "per_seed" keeps every seed's whole results.
 
 from __future__ import annotations
 
+import os
+import platform
+import subprocess
+from pathlib import Path
+
 import torch
 
 SUMMARY = ("audit", "attack_check", "transfer", "robust_source", "followups")  # averaged over seeds where present
@@ -46,8 +51,16 @@ def aggregate(per_seed: list[dict]) -> dict:
         "accuracy": accuracy,
         "construction": _mean_dicts([s["construction"] for s in per_seed]),
         **{k: _mean_dicts([s[k] for s in per_seed]) for k in SUMMARY if k in first},
-        "per_seed": per_seed,
+        "per_seed": [_without_examples(s) for s in per_seed],
     }
+
+
+def _without_examples(seed_results: dict) -> dict:
+    """A seed's results without the per-image bit strings (they stay in the stage records)."""
+    out = dict(seed_results)
+    out["accuracy"] = {name: {k: v for k, v in entry.items() if k != "robust_examples"}
+                       for name, entry in seed_results["accuracy"].items()}
+    return out
 
 
 def _mean_dicts(items: list):
@@ -62,7 +75,7 @@ def _mean_dicts(items: list):
 
 
 def preset_results(preset, per_seed: list[dict], *, num_classes: int, released, sources: dict, seconds: float,
-                   theory: dict | None) -> dict:
+                   theory: dict | None, machine: dict | None = None) -> dict:
     """DIR/<preset>/results.json (DESIGN.md's contract): the preset, its seeds, the means, and where it ran."""
     results = {
         "preset": preset.name,
@@ -76,9 +89,51 @@ def preset_results(preset, per_seed: list[dict], *, num_classes: int, released, 
         "precision": per_seed[0]["precision"],
         "seconds": {"total": seconds, "stages": per_seed[0]["seconds"]},
     }
+    if machine is not None:
+        results["machine"] = machine
     if theory is not None:
         results["theory"] = theory
     return results
+
+
+def machine_record(device: torch.device) -> dict:
+    """Where a run ran (DESIGN.md: results.json "machine"): the device's name, the CPU and its cores, torch, and the
+    code's commit (git where the package sits in a checkout, else $ADVFEATURES_COMMIT, else "unknown")."""
+    device = torch.device(device)
+    cpu = _cpu_model()
+    return {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu,
+        "device_type": device.type,
+        "cpu": cpu,
+        "cpu_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "commit": code_commit(),
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def code_commit() -> str:
+    """The checkout's commit (with "-dirty" when tracked files differ from it), $ADVFEATURES_COMMIT, or "unknown"."""
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return os.environ.get("ADVFEATURES_COMMIT", "unknown")
 
 
 def format_table(results: dict) -> str:

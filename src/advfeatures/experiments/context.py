@@ -24,8 +24,8 @@ from ..construct import ConstructedDataset, build_inverted_dataset, build_relabe
 from ..data import load_dataset_file, save_dataset_file
 from ..device import bf16_is_fast, compile_model, resolve_device
 from ..distributed import gather_shards
-from ..evaluation import clean_accuracy, robust_accuracy
-from ..io import load_tensors, save_tensors
+from ..evaluation import clean_accuracy, robust_accuracy_curve, robust_examples
+from ..io import load_tensors, pack_mask, save_tensors
 from ..models import load_model, save_model
 from ..presets import Preset
 from ..runfolder import StageCache
@@ -36,7 +36,7 @@ DATA = ("dataset", "dataset_options", "limit_train", "limit_test")  # what "data
 SOURCES = ("D", "D_adv")
 # what `evaluate` reads: every stage that calls it declares these
 EVALUATE = ("threat", "evaluation.steps", "evaluation.restarts", "evaluation.targets", "evaluation.curve_eps",
-            "evaluation.curve_limit", "evaluation.curve_targets")
+            "evaluation.curve_limit", "evaluation.curve_targets", "evaluation.batch_size")
 
 
 class UndeclaredRead(RuntimeError):
@@ -248,31 +248,29 @@ class PresetRun:
         self._models.pop(name, None)
 
     def evaluate(self, model) -> dict:
-        """Clean and full-strength robust accuracy at the threat model on the whole test set, and a curve over eps
-        (the threat-model point of the curve is the full-strength number when the curve uses the whole test set).
-        Reads EVALUATE."""
+        """Clean and full-strength robust accuracy at the threat model on the whole test set, and a curve over eps on
+        the first `curve_limit` test images. Reads EVALUATE.
+
+        The curve's threat-model point is the full-strength result on those images (no second attack); its other
+        radii are attacked in increasing order with `curve_targets` APGD-T runs, and a point broken at a radius
+        counts as broken at every larger one without another attack (evaluation.robust_accuracy_curve). Which test
+        images withstood the full-strength attack is kept ("robust_examples", a bit string), so the attack check
+        compares AutoAttack with our evaluation on the same images without attacking them again."""
         ev, threat = self.preset.evaluation, self.preset.threat
-        attack = dict(steps=ev.steps, restarts=ev.restarts, seed=self.seed, amp=False,
-                      progress=self.progress)
-        out = {
-            "clean": clean_accuracy(model, self.test_x, self.test_y),
-            "robust": robust_accuracy(model, self.test_x, self.test_y, threat.norm, threat.eps,
-                                      targets=ev.targets, **attack),
-        }
+        attack = dict(steps=ev.steps, restarts=ev.restarts, seed=self.seed, amp=False, progress=self.progress,
+                      batch_size=ev.batch_size)
+        robust = robust_examples(model, self.test_x, self.test_y, threat.norm, threat.eps, targets=ev.targets,
+                                 **attack)
+        out = {"clean": clean_accuracy(model, self.test_x, self.test_y), "robust": float(robust.float().mean())}
         n = min(ev.curve_limit or self.test_x.shape[0], self.test_x.shape[0])
         xs, ys = self.test_x[:n], self.test_y[:n]
-        whole = n == self.test_x.shape[0]
-        curve = {"0": out["clean"] if whole else clean_accuracy(model, xs, ys)}
-        for eps in ev.curve_eps:
-            if whole and eps == threat.eps:
-                curve[f"{eps:g}"] = out["robust"]
-            else:
-                curve[f"{eps:g}"] = robust_accuracy(
-                    model, xs, ys, threat.norm, eps, targets=ev.curve_targets, **attack
-                )
+        curve = {"0": out["clean"] if n == self.test_x.shape[0] else clean_accuracy(model, xs, ys)}
+        curve.update(robust_accuracy_curve(model, xs, ys, threat.norm, ev.curve_eps, known={threat.eps: robust[:n]},
+                                           targets=ev.curve_targets, **attack))
         out["curve"] = curve
         out["curve_images"] = int(n)
         out["curve_targets"] = ev.curve_targets
+        out["robust_examples"] = pack_mask(robust)
         return out
 
     def train_and_evaluate(self, name: str, images, labels, config: TrainConfig) -> dict:
@@ -287,7 +285,8 @@ class PresetRun:
         inv = self.preset.inversion
         ds = build_inverted_dataset(source, self.train_x, self.train_y, steps=inv.steps, step_size=inv.step_size,
                                     start=inv.start, tolerance=inv.tolerance, seed=self.seed, amp=self.amp,
-                                    progress=self.progress, shard=self.group.shard, desc=desc)
+                                    progress=self.progress, shard=self.group.shard, desc=desc,
+                                    batch_size=inv.batch_size)
         ds.images = gather_shards(ds.images, self.group)  # each rank built its own chunks
         return ds
 
@@ -299,7 +298,8 @@ class PresetRun:
         ds = build_relabelled_dataset(source, self.train_x, self.train_y, mode=mode, num_classes=self.num_classes,
                                       norm=norm, eps=rel.eps, steps=rel.steps, step_size=rel.step_size,
                                       early_stop=rel.early_stop, seed=self.seed, amp=self.amp,
-                                      progress=self.progress, shard=self.group.shard, keep_models=keep_models)
+                                      progress=self.progress, shard=self.group.shard, keep_models=keep_models,
+                                      batch_size=rel.batch_size)
         ds.images = gather_shards(ds.images, self.group)
         return ds
 

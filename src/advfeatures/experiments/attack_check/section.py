@@ -21,6 +21,10 @@ def blocks(r: dict, figures=None) -> list[Block]:
     ac = r.get("attack_check", {})
     if not ac.get("models"):
         return []
-    return [Table(f"Attack check on {ac['images']:g} test images: {ac['attack']}",
+    n = int(ac["images"])
+    note = (f"Both attacks on the same {n} test images (the first of the test set): the default column is our "
+            f"evaluation's result on exactly these images. One image is {100 / n:.2g} points, so a gap of a point "
+            f"or more shows as {max(1, round(n / 100)):d} image(s) or more.")
+    return [Table(f"Attack check on {n} test images: {ac['attack']}",
                   ["model", "default evaluation", "check", "default - check (points)", "verdict"],
-                  attack_check_rows(r))]
+                  attack_check_rows(r), note=note)]
