@@ -356,3 +356,30 @@ def test_the_report_reads_results_not_stages(quick_run, tmp_path):
     results = {"synthetic": json.loads((out / "synthetic" / "results.json").read_text())}
     write_report(out, results, results["synthetic"]["theory"])
     assert (out / "results.md").read_text() == (quick_run / "results.md").read_text()
+
+
+CONTROLS = ("D_rand_shortcut", "D_det_shortcut", "D_rand_no_true", "D_R_noise", "D_NR_noise")
+
+
+def test_controls_run_only_their_own_stages_and_are_reported(quick_run, tmp_path, capsys):
+    """Without --controls the report says they were skipped; adding --controls to a finished run builds and trains
+    exactly the control stages (everything else comes from the cache) and reports them with computed verdicts."""
+    assert "Controls: skipped" in (quick_run / "results.md").read_text()
+    out = tmp_path / "copy"
+    shutil.copytree(quick_run, out)
+    capsys.readouterr()
+    assert main(["reproduce", *QUICK, "--controls", "--out", str(out)]) == 0
+    ran = reran(stage_lines(capsys.readouterr().out))
+    expected = {"controls_weak_model", "controls_audit", *CONTROLS, *(f"construct_{n}" for n in CONTROLS)}
+    assert ran == expected, ran ^ expected
+    r = json.loads((out / "synthetic" / "results.json").read_text())
+    for name in CONTROLS:
+        entry = r["accuracy"][name]
+        assert 0 <= entry["clean"] <= 1 and 0 <= entry["robust"] <= 1 and entry["test_images"] > 0
+    shortcut = r["construction"]["D_rand_shortcut"]
+    share = r["construction"]["D_rand"]["target_equals_true"]
+    assert 0 < share < 0.5 and r["construction"]["D_rand_no_true"]["target_equals_true"] == 0
+    assert shortcut["clean_fraction"] == pytest.approx(share)  # Keller's rule: clean exactly where t == y
+    assert r["construction"]["D_R_noise"]["steps"] == 10 * r["settings"]["inversion"]["steps"]
+    md = (out / "results.md").read_text()
+    assert "Controls: skipped" not in md and "D_det_shortcut" in md and "unknown" not in md

@@ -55,17 +55,22 @@ def test_pipeline_trains_in_bf16_but_evaluates_in_float32(monkeypatch, tmp_path)
     data = load_preset_data(preset, options)
     seen = []
 
-    def recording_robust_accuracy(model, images, labels, norm, eps, **attack):
+    def recording_examples(model, images, labels, norm, eps, **attack):
         seen.append(attack["amp"])
-        return 0.0
+        return torch.zeros(images.shape[0], dtype=torch.bool)
 
-    monkeypatch.setattr(context, "robust_accuracy", recording_robust_accuracy)
+    def recording_curve(model, images, labels, norm, eps_values, **attack):
+        seen.append(attack["amp"])
+        return {str(e): 0.0 for e in eps_values}
+
+    monkeypatch.setattr(context, "robust_examples", recording_examples)
+    monkeypatch.setattr(context, "robust_accuracy_curve", recording_curve)
     run = PresetRun(preset, 0, tmp_path / "synthetic", data, options, print)
     assert run.amp
     model = build_model(preset.model.arch, in_channels=data["train"].images.shape[1], num_classes=data["num_classes"],
                         image_size=data["train"].images.shape[-1], **preset.model.options)
     run.evaluate(model.eval())
-    assert seen and not any(seen)
+    assert len(seen) == 2 and not any(seen)
 
 
 def test_amp_is_off_where_the_device_lacks_bf16(monkeypatch, tmp_path):

@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-followups", action="store_true",
                    help="skip the Distill discussion's experiments (Nakkiran's D_det_bugs and adversarial squares, "
                         "Goh's robust-feature leakage, Wallace's mislabelled-data control)")
+    r.add_argument("--controls", action="store_true",
+                   help="also run the controls: D_rand / D_det built from fixed class patterns without any model "
+                        "(Keller Jordan's shortcuts), D_rand without correctly labelled images, D_R / D_NR from noise")
     r.add_argument("--amp", action="store_true",
                    help="bf16 autocast for training and construction (CUDA, or a CPU with AVX512-BF16/AMX); "
                         "robust accuracy is always measured in float32")
@@ -340,7 +343,7 @@ def cmd_reproduce(args) -> None:
     options = RunOptions(
         out=args.out, presets=presets, seeds=args.seeds, device=args.device, data_root=args.data_root,
         download=args.download, released=args.released, full=args.full, theory=not args.no_theory,
-        followups=not args.no_followups, amp=args.amp,
+        followups=not args.no_followups, controls=args.controls, amp=args.amp,
         progress=not args.no_progress and sys.stderr.isatty(), compile=args.compile, channels_last=args.channels_last,
         autoattack=args.autoattack, standard_model=args.standard_model, robust_model=args.robust_model,
         overrides=Overrides(limit=args.limit, epochs=args.epochs, steps=args.steps, eval_restarts=args.eval_restarts,

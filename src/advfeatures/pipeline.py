@@ -23,6 +23,7 @@ from .distributed import ProcessGroup
 from .errors import BadInputError
 from .experiments.attack_check import stages as attack_check
 from .experiments.context import PresetRun
+from .experiments.controls import stages as controls
 from .experiments.figure2 import stages as figure2
 from .experiments.followups import stages as followups
 from .experiments.robust_source import stages as robust_source
@@ -51,6 +52,7 @@ STAGES: tuple[Stage, ...] = (
     *transfer.STAGES,
     *robust_source.STAGES,
     *followups.STAGES,  # followup_ensemble, construct_D_det_bugs, followup_nakkiran, _squares, _goh, _wallace
+    *controls.STAGES,  # --controls: D_rand_shortcut, D_det_shortcut, D_rand_no_true, D_R_noise, D_NR_noise
 )
 
 
@@ -88,6 +90,7 @@ class RunOptions:
     compile: bool | str = False  # torch.compile every model (training, attacks, inversion); True or a backend
     autoattack: bool = False  # attack_check with AutoAttack on the whole test set, recorded beside our numbers
     followups: bool = True  # the Distill discussion's experiments (experiments/followups/)
+    controls: bool = False  # the shortcut / no-true-label / from-noise controls (experiments/controls/)
     progress: bool = True  # progress bars (the CLI turns them off when stderr is not a terminal)
     status_seconds: float = 60.0  # without progress bars: a "still running" line this often during a long stage
     group: ProcessGroup = field(default_factory=ProcessGroup)  # torchrun ranks (a group of one without torchrun)

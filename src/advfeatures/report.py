@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .document import Block, Figures, Heading, Text, render_html, render_markdown
 from .experiments.attack_check import section as attack_check
+from .experiments.controls import section as controls
 from .experiments.figure2 import section as figure2
 from .experiments.followups import section as followups
 from .experiments.robust_source import section as robust_source
@@ -23,8 +24,8 @@ from .experiments.transfer import section as transfer
 from .io import write_text_atomic
 
 TITLE = "advfeatures: reproduction report"
-SECTIONS = (sources.blocks, figure2.blocks, attack_check.blocks, transfer.blocks, robust_source.blocks,
-            followups.blocks)  # each: (results, Figures) -> blocks
+SECTIONS = (sources.blocks, figure2.blocks, controls.blocks, attack_check.blocks, transfer.blocks,
+            robust_source.blocks, followups.blocks)  # each: (results, Figures) -> blocks
 INTRO = ("Accuracies are on each data set's original test set, in percent. Paper numbers: CIFAR-10, ResNet-50, from "
          "Ilyas et al., \"Adversarial Examples Are Not Bugs, They Are Features\" (NeurIPS 2019, "
          "https://arxiv.org/abs/1905.02175); ours are on much smaller data, so compare the pattern, not the values. "

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-SUMMARY = ("audit", "attack_check", "transfer", "robust_source", "followups")  # averaged over seeds where present
+# averaged over seeds where present
+SUMMARY = ("audit", "attack_check", "transfer", "robust_source", "followups", "controls")
 
 
 def place(results: dict, path: tuple[str, ...], value: dict) -> None:
@@ -46,6 +47,7 @@ def aggregate(per_seed: list[dict]) -> dict:
             agg[f"{key}_per_seed"] = values.tolist()
         agg["curve"] = {e: float(torch.tensor([s["accuracy"][name]["curve"][e] for s in per_seed]).mean())
                         for e in entry["curve"]}
+        agg.update({k: entry[k] for k in ("test_images", "curve_images", "curve_targets") if k in entry})
         accuracy[name] = agg
     return {
         "accuracy": accuracy,

@@ -7,6 +7,8 @@ uses, side by side.
     transfer/       Figure 3: transfer rate vs accuracy after D_det, over architectures
     robust_source/  Table 9: D_rand / D_det built against the robust model
     followups/      the Distill discussion's experiments (Nakkiran, Goh, Wallace)
+    controls/       --controls: shortcut D_rand / D_det without any model (Keller Jordan), D_rand without
+                    correctly labelled images, D_R / D_NR from noise
     theory/         Section 4 (the library is advfeatures.theory)
 
 In each, stages.py declares its stages (runfolder.Stage: a body, the settings it reads, the stages it builds on)

@@ -100,6 +100,7 @@ class PresetRun:
         self._features = getattr(self._train, "features", None)  # planted ground truth (synthetic only)
         self._full, self._autoattack = options.full, options.autoattack
         self.with_followups = options.followups  # whether the follow-up stages run (not a setting of any stage)
+        self.with_controls = getattr(options, "controls", False)  # whether the control stages run
         self.autoattack_beside_ours = options.autoattack  # AutoAttack's numbers into the accuracy entries
         # bf16 for training and construction (where the device has it); evaluation stays float32, so a robust
         # accuracy never depends on a lower-precision attack
@@ -270,6 +271,7 @@ class PresetRun:
         out["curve"] = curve
         out["curve_images"] = int(n)
         out["curve_targets"] = ev.curve_targets
+        out["test_images"] = int(self.test_x.shape[0])
         out["robust_examples"] = pack_mask(robust)
         return out
 
@@ -279,12 +281,15 @@ class PresetRun:
         return {**self.evaluate(model), "train_seconds": history["seconds"], "train_images": int(len(labels))}
 
     # -- constructed datasets
-    def invert(self, source, desc: str) -> ConstructedDataset:
+    def invert(self, source, desc: str, *, start: str | None = None, steps: int | None = None) -> ConstructedDataset:
         """D_R (through the robust model) or D_NR (the standard one): representation inversion at the preset's
-        `inversion` settings, every rank's chunks joined."""
+        `inversion` settings (or another `start` and number of `steps`: the controls from noise), every rank's
+        chunks joined."""
         inv = self.preset.inversion
-        ds = build_inverted_dataset(source, self.train_x, self.train_y, steps=inv.steps, step_size=inv.step_size,
-                                    start=inv.start, tolerance=inv.tolerance, seed=self.seed, amp=self.amp,
+        start = start or inv.start
+        steps = inv.steps if steps is None else steps
+        ds = build_inverted_dataset(source, self.train_x, self.train_y, steps=steps, step_size=inv.step_size,
+                                    start=start, tolerance=inv.tolerance, seed=self.seed, amp=self.amp,
                                     progress=self.progress, shard=self.group.shard, desc=desc,
                                     batch_size=inv.batch_size)
         ds.images = gather_shards(ds.images, self.group)  # each rank built its own chunks

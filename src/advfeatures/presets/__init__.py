@@ -74,6 +74,15 @@ class FollowupsConfig:
 
 
 @dataclass
+class ControlsConfig:
+    """Controls for D_rand / D_det and D_R / D_NR (experiments/controls/); `reproduce --controls` runs them."""
+
+    pattern_family: str = "tile"  # the shortcut controls' fixed class patterns (construct.class_patterns)
+    weak_epochs: int = 1  # Keller Jordan's weakly trained clean model: D's recipe for this many epochs
+    noise_steps: int | None = None  # inversion steps from uniform noise (None: 10x the preset's, as the paper)
+
+
+@dataclass
 class Preset:
     name: str
     dataset: str
@@ -96,6 +105,7 @@ class Preset:
     channels_last: bool = False  # NHWC memory format (same numbers, faster convolutions); `--channels-last` likewise
     paper: dict = field(default_factory=dict)  # the paper's numbers to print beside ours
     followups: FollowupsConfig = field(default_factory=FollowupsConfig)
+    controls: ControlsConfig = field(default_factory=ControlsConfig)
 
     def fingerprint(self) -> str:
         """A short hash of every setting, recorded in run.json. What a run folder resumes is decided stage by
