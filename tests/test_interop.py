@@ -3,8 +3,8 @@
 The reference networks (tests/reference_models.py) are written from the authors' and RobustBench's sources,
 independently of advfeatures' models. Each test fills one with random weights and non-trivial BatchNorm
 statistics, writes the file layout its library writes (with plain pickle: the suite does not need dill or the
-authors' library; benchmarks/vs_authors_import.py checks against the real thing), imports it, and compares logits
-and representations. Widths are tiny except in one full-size ResNet-50 test.
+authors' library; benchmarks/compare/vs_authors_import.py checks against the real thing), imports it, and compares
+logits and representations. Widths are tiny except in one full-size ResNet-50 test.
 """
 
 from __future__ import annotations

@@ -7,9 +7,11 @@ threat model, with:
   * `ours`: `advfeatures.robust_accuracy` with the preset's evaluation settings (the APGD cascade);
   * `autoattack`: pyautoattack's standard suite (needs `pip install 'advfeatures[autoattack]'`).
 
-    python benchmarks/vs_autoattack.py runs/default --preset digits [--models D_adv D_R] [--limit N]
+    python benchmarks/compare/vs_autoattack.py runs/default --preset digits [--models D_adv D_R] [--limit N]
+        [--no-record]
 
-Prints one line per model and, with --json, writes the rows (plus the machine) to a file.
+Prints one line per model as it goes, then a table, and records it (benchmarks/records/vs_autoattack.md, the rows in
+vs_autoattack.jsonl; `--no-record` to print only).
 """
 
 from __future__ import annotations
@@ -17,20 +19,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import describe  # noqa: E402
+from advfeatures import load_model
+from advfeatures.attacks import ClassificationObjective, default_step_size, projected_gradient
+from advfeatures.autoattack import autoattack_accuracy
+from advfeatures.data import as_tensors, load_dataset
+from advfeatures.evaluation import clean_accuracy, robust_accuracy
+from advfeatures.presets import get_preset
 
-from advfeatures import load_model  # noqa: E402
-from advfeatures.attacks import ClassificationObjective, default_step_size, projected_gradient  # noqa: E402
-from advfeatures.autoattack import autoattack_accuracy  # noqa: E402
-from advfeatures.data import as_tensors, load_dataset  # noqa: E402
-from advfeatures.evaluation import clean_accuracy, robust_accuracy  # noqa: E402
-from advfeatures.presets import get_preset  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for common.py
+from common import add_record_option, markdown_table, record, timed_once  # noqa: E402
 
 OLD = {"digits": (100, 5), "synthetic": (50, 3)}  # the presets' fixed-step settings before the APGD cascade
 
@@ -48,10 +49,9 @@ def old_pgd_accuracy(model, x, y, norm, eps, steps, runs) -> float:
     return clean_accuracy(model, best_x, y)
 
 
-def timed(fn):
-    t0 = time.perf_counter()
-    value = fn()
-    return value, time.perf_counter() - t0
+def _cell(row: dict, key: str) -> str:
+    """Accuracy % (seconds) of one evaluation, "-" where it did not run."""
+    return f"{100 * row[key]:.1f} ({row[key + '_seconds']:.0f} s)" if key in row else "-"
 
 
 def main() -> None:
@@ -61,7 +61,7 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["D", "D_adv", "D_R", "D_NR"])
     ap.add_argument("--limit", type=int, help="first N test images")
     ap.add_argument("--no-old", action="store_true", help="skip the former fixed-step PGD")
-    ap.add_argument("--json", type=Path)
+    add_record_option(ap)
     args = ap.parse_args()
     torch.set_grad_enabled(False)
     p = get_preset(args.preset)
@@ -74,16 +74,24 @@ def main() -> None:
         row = {"model": name, "images": int(len(y)), "clean": clean_accuracy(model, x, y)}
         if not args.no_old and args.preset in OLD:
             old = OLD[args.preset]
-            row["old"], row["old_seconds"] = timed(lambda m=model, o=old: old_pgd_accuracy(m, x, y, norm, eps, *o))
-        row["ours"], row["ours_seconds"] = timed(lambda m=model: robust_accuracy(
+            row["old"], row["old_seconds"] = timed_once(
+                lambda m=model, o=old: old_pgd_accuracy(m, x, y, norm, eps, *o))
+        row["ours"], row["ours_seconds"] = timed_once(lambda m=model: robust_accuracy(
             m, x, y, norm, eps, steps=ev.steps, restarts=ev.restarts, targets=ev.targets))
-        row["autoattack"], row["autoattack_seconds"] = timed(lambda m=model: autoattack_accuracy(m, x, y, norm, eps))
+        row["autoattack"], row["autoattack_seconds"] = timed_once(
+            lambda m=model: autoattack_accuracy(m, x, y, norm, eps))
         row["gap_points"] = 100 * (row["ours"] - row["autoattack"])
         rows.append(row)
         print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
-    if args.json:
-        args.json.write_text(json.dumps({"preset": args.preset, "run": str(args.run), "threat": [norm, eps],
-                                         "machine": describe(), "rows": rows}, indent=1))
+
+    header = ["model", "images", "clean %", "old PGD % (s)", "ours % (s)", "AutoAttack % (s)", "ours - AutoAttack"]
+    table = [[r["model"], r["images"], f"{100 * r['clean']:.1f}", _cell(r, "old"), _cell(r, "ours"),
+              _cell(r, "autoattack"), f"{r['gap_points']:+.1f}"] for r in rows]
+    text = (f"Models of `{args.run}`, preset {args.preset}, {norm.upper()} eps {eps:g} (old PGD: the former "
+            "fixed-step evaluation; ours: the APGD cascade; AutoAttack: standard).\n\n" + markdown_table(header, table))
+    print("\n" + text)
+    record(__file__, text, {"preset": args.preset, "run": str(args.run), "threat": [norm, eps], "rows": rows},
+           title=f"Our evaluation vs AutoAttack: {args.preset}", enabled=not args.no_record)
 
 
 if __name__ == "__main__":

@@ -1,39 +1,41 @@
 """Image-steps per second of candidate CIFAR networks on this machine: how the cifar10_cpu preset picks its net.
 
-    python benchmarks/cpu_networks.py [--archs resnet18:16 resnet9:16 resnet9:32] [--batch 256] [--layouts] [--bf16]
-        [--record]
+    python benchmarks/speed/cpu_networks.py [--archs resnet18:16 resnet9:16 resnet9:32] [--batch 256] [--layouts]
+        [--bf16] [--repeats 10] [--no-record]
 
 Per network (arch:width) it times, on random 3x32x32 inputs, the two kinds of step that fill a CPU run:
 - a training step (forward, backward to the weights, SGD update), the cost of every trained model;
 - an input-gradient step (forward, backward to the input only, the weights frozen), the cost of every attack,
   adversarial-training inner step and representation inversion;
 each in float32 and, with --layouts, channels_last;
-with --bf16, also under bf16 autocast. Prints images/s and appends to RESULTS.md with --record.
+with --bf16, also under bf16 autocast. Rates are the batch over the median of --repeats steps after two warm-up
+steps. Prints images/s and records the table (benchmarks/records/cpu_networks.md; `--no-record` to print only).
 """
 
 from __future__ import annotations
 
 import argparse
-import time
+import sys
+from pathlib import Path
 
 import torch
-from _machine import append
 
 from advfeatures.device import autocast, bf16_is_fast
 from advfeatures.models import build_model
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for common.py
+from common import add_record_option, record, timed  # noqa: E402
 
-def _rate(step, batch: int, seconds: float = 4.0) -> float:
-    step()  # warm-up (allocations, oneDNN primitive creation)
-    step()
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        step()
-        n += 1
-    return n * batch / (time.perf_counter() - t0)
+CPU = torch.device("cpu")
 
 
-def measure(arch: str, width: int, batch: int, channels_last: bool, bf16: bool = False) -> dict:
+def _rate(step, batch: int, repeats: int) -> float:
+    """Images per second: the batch over the median step time, after two warm-up steps (allocations, oneDNN
+    primitive creation)."""
+    return batch / timed(step, CPU, warmup=2, repeats=repeats)
+
+
+def measure(arch: str, width: int, batch: int, channels_last: bool, bf16: bool = False, repeats: int = 10) -> dict:
     torch.manual_seed(0)
     model = build_model(arch, in_channels=3, num_classes=10, image_size=32, width=width)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -42,12 +44,10 @@ def measure(arch: str, width: int, batch: int, channels_last: bool, bf16: bool =
     y = torch.randint(0, 10, (batch,))
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
-    cpu = torch.device("cpu")
-
     def train_step():
         model.train()
         opt.zero_grad(set_to_none=True)
-        with autocast(cpu, bf16):
+        with autocast(CPU, bf16):
             logits = model(x)
         torch.nn.functional.cross_entropy(logits.float(), y).backward()
         opt.step()
@@ -55,16 +55,16 @@ def measure(arch: str, width: int, batch: int, channels_last: bool, bf16: bool =
     def input_step():
         model.eval()
         xa = x.clone().requires_grad_(True)
-        with autocast(cpu, bf16):
+        with autocast(CPU, bf16):
             logits = model(xa)
         torch.autograd.grad(torch.nn.functional.cross_entropy(logits.float(), y), xa)
 
     for p in model.parameters():
         p.requires_grad_(True)
-    train = _rate(train_step, batch)
+    train = _rate(train_step, batch, repeats)
     for p in model.parameters():
         p.requires_grad_(False)
-    attack = _rate(input_step, batch)
+    attack = _rate(input_step, batch, repeats)
     params = sum(p.numel() for p in model.parameters())
     layout = ("channels_last" if channels_last else "NCHW") + (", bf16" if bf16 else "")
     return {"net": f"{arch}:{width}", "layout": layout, "params": params, "train": train, "input_grad": attack}
@@ -77,26 +77,30 @@ def main() -> None:
     ap.add_argument("--layouts", action="store_true", help="also time channels_last")
     ap.add_argument("--bf16", action="store_true",
                     help="also time bf16 autocast (where this CPU runs bf16 natively: AVX512-BF16 or AMX)")
-    ap.add_argument("--record", action="store_true", help="append the table to benchmarks/RESULTS.md")
+    ap.add_argument("--repeats", type=int, default=10, help="timed steps per measurement (median)")
+    add_record_option(ap)
     args = ap.parse_args()
-    if args.bf16 and not bf16_is_fast(torch.device("cpu")):
+    if args.repeats < 1:
+        ap.error("--repeats must be at least 1")
+    if args.bf16 and not bf16_is_fast(CPU):
         ap.error("this CPU has no native bf16 (AVX512-BF16 or AMX): bf16 autocast would be emulated")
     rows = []
     for spec in args.archs:
         arch, _, width = spec.partition(":")
         for cl, bf16 in [(cl, bf16) for cl in ((False, True) if args.layouts else (False,))
                          for bf16 in ((False, True) if args.bf16 else (False,))]:
-            r = measure(arch, int(width or 64), args.batch, cl, bf16)
+            r = measure(arch, int(width or 64), args.batch, cl, bf16, args.repeats)
             rows.append(r)
             print(f"{r['net']:>14} {r['layout']:>13} {r['params'] / 1e6:6.2f}M params  train {r['train']:7.0f} img/s"
                   f"  input-grad {r['input_grad']:7.0f} img/s", flush=True)
     table = ["| net (arch:width) | layout | params | training img/s | input-gradient img/s |", "|---|---|---|---|---|"]
     table += [f"| {r['net']} | {r['layout']} | {r['params'] / 1e6:.2f}M | {r['train']:.0f} | {r['input_grad']:.0f} |"
               for r in rows]
-    if args.record:
-        append("CPU networks for the cifar10_cpu preset (benchmarks/cpu_networks.py)",
-               f"Batch {args.batch}, random 3x32x32 inputs, float32 unless the layout says bf16 (autocast)."
-               "\n\n" + "\n".join(table))
+    text = (f"Batch {args.batch}, random 3x32x32 inputs, float32 unless the layout says bf16 (autocast); median of "
+            f"{args.repeats} steps.\n\n" + "\n".join(table))
+    print("\n" + text)
+    record(__file__, text, {"batch": args.batch, "repeats": args.repeats, "rows": rows},
+           title="CPU networks for the cifar10_cpu preset", enabled=not args.no_record)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The cifar10_fast preset's design choices, validated at reduced scale on real CIFAR-10 on a CPU.
 
-    python benchmarks/fast_design.py --data-root DIR --part whiten    [--width 16 --train 5000 --test 1000]
-    python benchmarks/fast_design.py --data-root DIR --part inversion [--images 1000]
+    python benchmarks/studies/fast_design.py --data-root DIR --part whiten    [--width 16 --train 5000 --test 1000]
+    python benchmarks/studies/fast_design.py --data-root DIR --part inversion [--images 1000]
 
 `--part whiten`: does airbench's frozen patch-whitening stem survive adversarial training? FastNet with and without
 it, trained standard (D) and adversarially (PGD-7 at L2 eps 0.5, steps of eps/5 from the clean image: the paper's
@@ -15,18 +15,18 @@ of 0.1) for 100, 300 and 1,000 steps (one run, snapshots along the way), recordi
 error; then a fresh FastNet is trained on each D_R / D_NR snapshot and scored clean and robust on the test set.
 
 Data: DIR holds cifar-10-batches-py (for the project's JPEG copy: `python ../shared/data/cifar10_jpeg.py DIR`; name
-that caveat beside every number). Appends a table to benchmarks/RESULTS.md.
+that caveat beside every number). Prints a table and records it (benchmarks/records/fast_design.md, the numbers in
+fast_design.jsonl; `--no-record` to print only).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import time
+import sys
 from pathlib import Path
 
 import torch
-from _machine import append
 
 from advfeatures.attacks import invert_representation
 from advfeatures.autoattack import autoattack_accuracy, autoattack_available
@@ -35,6 +35,9 @@ from advfeatures.data import as_tensors, load_dataset
 from advfeatures.evaluation import clean_accuracy, robust_accuracy
 from advfeatures.models import load_model, save_model
 from advfeatures.training import AdversarialConfig, ModelSpec, TrainConfig, channel_stats, train_new_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for common.py
+from common import add_record_option, record, timed_once  # noqa: E402
 
 
 def recipe(epochs: int, **changes) -> TrainConfig:
@@ -55,37 +58,40 @@ def score(model, x, y, args, check: bool) -> dict:
     return out
 
 
-def part_whiten(args, data, work: Path) -> list[str]:
+def part_whiten(args, data, work: Path) -> tuple[list[str], list[dict]]:
     (xtr, ytr), (xte, yte), mean, std = data
     rows = ["| stem | trained | clean | robust 0.25 | robust 0.5 | AutoAttack 0.25 (ours, same images) | train s |",
             "|---|---|---|---|---|---|---|"]
+    numbers = []
     for whiten in (False, True):
         spec = ModelSpec("fastnet", {"width": args.width, "whiten": whiten})
         for kind, config in (("standard", recipe(args.epochs)),
                              ("PGD-7 eps 0.5", recipe(args.epochs, adversarial=AdversarialConfig("l2", 0.5, 7)))):
-            t0 = time.perf_counter()
-            model, _ = train_new_model(spec, xtr, ytr, 10, config, mean=mean, std=std, progress=False)
-            seconds = time.perf_counter() - t0
+            (model, _), seconds = timed_once(
+                lambda spec=spec, config=config: train_new_model(spec, xtr, ytr, 10, config, mean=mean, std=std,
+                                                                 progress=False))
             name = f"{'whiten' if whiten else 'conv'}_{'adv' if 'PGD' in kind else 'std'}"
             save_model(model, work / f"{name}.safetensors")
             s = score(model, xte, yte, args, check="PGD" in kind)
             (work / f"{name}.json").write_text(json.dumps({**s, "seconds": seconds}))
+            numbers.append({"whiten": whiten, "trained": kind, **s, "train_seconds": seconds})
             check = (f"{100 * s['autoattack_0.25']:.1f} ({100 * s['ours_0.25_same_images']:.1f}) on {s['check_images']}"
                      if "autoattack_0.25" in s else "-")
             rows.append(f"| {'whitening (frozen 2x2)' if whiten else '3x3 conv + BN'} | {kind} | "
                         f"{100 * s['clean']:.1f} | {100 * s['robust_0.25']:.1f} | {100 * s['robust_0.5']:.1f} | "
                         f"{check} | {seconds:.0f} |")
             print(rows[-1], flush=True)
-    return rows
+    return rows, numbers
 
 
-def part_inversion(args, data, work: Path) -> list[str]:
+def part_inversion(args, data, work: Path) -> tuple[list[str], list[dict]]:
     (xtr, ytr), (xte, yte), mean, std = data
     n = args.images
     x, y = xtr[:n], ytr[:n]
     start = x[choose_start_indices(n, 0)]
     rows = ["| set | steps | relative representation error (median) | clean | robust 0.25 | robust 0.5 |",
             "|---|---|---|---|---|---|"]
+    numbers = []
     for name, source in (("D_R", "conv_adv"), ("D_NR", "conv_std")):
         model = load_model(work / f"{source}.safetensors")
         with torch.no_grad():
@@ -100,10 +106,11 @@ def part_inversion(args, data, work: Path) -> list[str]:
                                          mean=mean, std=std, progress=False)
             s = {"clean": clean_accuracy(trained, xte, yte),
                  **{f"robust_{e:g}": robust_accuracy(trained, xte, yte, "l2", e, batch_size=256) for e in (0.25, 0.5)}}
+            numbers.append({"set": name, "steps": steps, "relative_error_median": float(err), **s})
             rows.append(f"| {name} | {steps} | {float(err):.3f} | {100 * s['clean']:.1f} | "
                         f"{100 * s['robust_0.25']:.1f} | {100 * s['robust_0.5']:.1f} |")
             print(rows[-1], flush=True)
-    return rows
+    return rows, numbers
 
 
 def main() -> None:
@@ -117,6 +124,7 @@ def main() -> None:
     ap.add_argument("--test", type=int, default=1000)
     ap.add_argument("--check", type=int, default=200, help="test images for the AutoAttack check")
     ap.add_argument("--images", type=int, default=1000, help="images inverted by --part inversion")
+    add_record_option(ap)
     args = ap.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -124,14 +132,16 @@ def main() -> None:
     test = as_tensors(load_dataset("cifar10", "test", args.data_root)).subset(args.test)
     mean, std = channel_stats(train.images)
     data = (train.images, train.labels), (test.images, test.labels), mean, std
-    t0 = time.perf_counter()
-    rows = part_whiten(args, data, work) if args.part == "whiten" else part_inversion(args, data, work)
-    head = (f"`python benchmarks/fast_design.py --part {args.part} --width {args.width} --epochs {args.epochs} "
-            f"--train {args.train} --test {args.test}`; FastNet width {args.width}, first {args.train} training / "
-            f"{args.test} test images of the JPEG quality-75 copy of CIFAR-10 (not bit-identical to the original); "
-            f"bf16 training, float32 evaluation (the APGD cascade at AutoAttack's settings); seed 0; "
-            f"{time.perf_counter() - t0:.0f} s")
-    append(f"cifar10_fast design study: {args.part} (CPU, reduced scale)", head + "\n\n" + "\n".join(rows))
+    part = part_whiten if args.part == "whiten" else part_inversion
+    (rows, numbers), seconds = timed_once(lambda: part(args, data, work))
+    head = (f"FastNet width {args.width}, {args.epochs} epochs, first {args.train} training / {args.test} test images "
+            f"of the JPEG quality-75 copy of CIFAR-10 (not bit-identical to the original); bf16 training, float32 "
+            f"evaluation (the APGD cascade at AutoAttack's settings); seed 0; {seconds:.0f} s")
+    text = head + "\n\n" + "\n".join(rows)
+    print("\n" + text)
+    record(__file__, text, {"part": args.part, "width": args.width, "epochs": args.epochs, "train": args.train,
+                            "test": args.test, "rows": numbers, "seconds": seconds},
+           title=f"cifar10_fast design study: {args.part} (CPU, reduced scale)", enabled=not args.no_record)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 """A CIFAR-10 preset's whole `reproduce` run, counted stage by stage: the work each stage does, and the wall time it
 projects to, from rates measured on this machine or from an assumed share of a GPU's bf16 peak.
 
-    python benchmarks/cifar_stages.py --preset cifar10_fast                     # measure here, project
-    python benchmarks/cifar_stages.py --preset cifar10_fast --assume-share 0.1 0.2 0.35 --gpu H200
-    python benchmarks/cifar_stages.py --preset cifar10 --arch resnet18 --assume-share 0.05
+    python benchmarks/speed/cifar_stages.py --preset cifar10_fast                     # measure here, project
+    python benchmarks/speed/cifar_stages.py --preset cifar10_fast --assume-share 0.1 0.2 0.35 --gpu H200
+    python benchmarks/speed/cifar_stages.py --preset cifar10 --arch resnet18 --assume-share 0.05
 
 Work is counted in forward passes of one 32x32 image through each network, from the preset itself (epochs x
 50,000 images; inversion and relabelling steps x 50,000; the evaluation cascade on 10,000 test images; the
@@ -17,18 +17,18 @@ Measured mode (default) times the library's own loops (`train_model`, `invert_re
 the preset's batch sizes on random CIFAR-shaped data (speed does not depend on the pixels), after a warm-up, and
 projects each stage at the rate of its kind of loop. `--assume-share` skips timing and projects from FLOPs at the
 given shares of `--gpu`'s dense bf16 peak: the only projection possible without the GPU. Both print a table and
-append it, with the machine, to benchmarks/RESULTS.md (`--no-record` to skip).
+record it (benchmarks/records/cifar_stages.md; `--no-record` to print only).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import time
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
-from _machine import append
 from torch.utils.flop_counter import FlopCounterMode
 
 from advfeatures.attacks import invert_representation, pgd_attack
@@ -36,6 +36,9 @@ from advfeatures.device import compile_model, resolve_device
 from advfeatures.models import build_model
 from advfeatures.presets import get_preset
 from advfeatures.training import ModelSpec, TrainConfig, train_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for common.py
+from common import add_record_option, record, timed  # noqa: E402
 
 N_TRAIN, N_TEST = 50_000, 10_000
 # dense bf16 tensor-core peak (FLOP/s) by device-name fragment, from the vendors' data sheets
@@ -132,20 +135,6 @@ def step_flops(item: Work, flops: dict, preset) -> float:
     return attack
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn, device: torch.device) -> float:
-    fn()  # warm-up (and compilation)
-    sync(device)
-    t = time.perf_counter()
-    fn()
-    sync(device)
-    return time.perf_counter() - t
-
-
 def measure_rates(preset, device, args) -> dict[str, float]:
     """Images (training) or image-steps (attacks) per second of the source network, at the preset's batch sizes."""
     spec, amp, cl = preset.model, preset.amp, preset.channels_last
@@ -193,7 +182,7 @@ def main() -> None:
     ap.add_argument("--train-batch", type=int, help="training batch (default: the preset's)")
     ap.add_argument("--attack-batch", type=int, help="attack/inversion batch (default: the preset's)")
     ap.add_argument("--steps", type=int, default=10, help="timed attack/inversion steps per measurement")
-    ap.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
+    add_record_option(ap)
     args = ap.parse_args()
     preset = get_preset(args.preset)
     if args.arch:
@@ -211,6 +200,8 @@ def main() -> None:
             f"{'all' if args.full else 'default'} Figure 3 architectures). Source network per 32x32 image: "
             f"{src[0] / 1e9:.3f} GFLOP forward, {src[1] / 1e9:.3f} training step, {src[2] / 1e9:.3f} attack step. "
             f"Whole run: {total_flops / 1e15:,.1f} PFLOP.")
+    data = {"preset": args.preset, "arch": preset.model.arch, "full": args.full, "total_flops": total_flops,
+            "source_flops": {"forward": src[0], "train_step": src[1], "attack_step": src[2]}, "stages": []}
     if args.assume_share:
         peak = BF16_PEAK[args.gpu]
         shares = args.assume_share
@@ -220,11 +211,14 @@ def main() -> None:
                  "|---|---|---|---|" + "---|" * len(shares)]
         for w in work:
             f = w.passes * step_flops(w, flops, preset)
+            data["stages"].append({"stage": w.stage, "loop": w.loop, "passes": w.passes, "flops": f})
             lines.append(f"| {w.stage} | {w.loop} | {w.passes:,.0f} | {f / 1e15:.2f} | "
                          + " | ".join(f"{f / (s * peak):.0f}" for s in shares) + " |")
         lines.append(f"| **total** | | | **{total_flops / 1e15:.1f}** | "
                      + " | ".join(f"**{total_flops / (s * peak) / 60:.1f} min**" for s in shares) + " |")
         title = f"Projected GPU time of the {args.preset} preset ({args.gpu}, assumed shares of peak)"
+        data.update(gpu=args.gpu, bf16_peak=peak, shares=shares,
+                    total_seconds={str(s): total_flops / (s * peak) for s in shares})
     else:
         device = resolve_device(args.device)
         rates = measure_rates(preset, device, args)
@@ -235,15 +229,18 @@ def main() -> None:
             rate = rates[key] * (src[1 if w.loop != "attack" else 2] / step_flops(w, flops, preset)
                                  if w.spec != preset.model else 1.0)  # other architectures: scaled by FLOPs
             total += w.passes / rate
+            data["stages"].append({"stage": w.stage, "loop": w.loop, "rate_used": key, "passes": w.passes,
+                                   "rate": rate, "seconds": w.passes / rate})
             lines.append(f"| {w.stage} | {key} | {w.passes:,.0f} | {rate:,.0f}/s | {w.passes / rate:,.0f} |")
         lines.append(f"| **total** | | | | **{total:,.0f} s ({total / 60:.1f} min)** |")
         lines += ["", "Rates: " + ", ".join(f"{k} {v:,.0f}/s" for k, v in rates.items())
                   + f" ({device.type}, amp={preset.amp}, channels_last={preset.channels_last}, compile={args.compile})"]
         title = f"Measured rates and projected time of the {args.preset} preset ({device.type})"
+        data.update(device=device.type, rates=rates, total_seconds=total, amp=preset.amp,
+                    channels_last=preset.channels_last, compile=args.compile)
     text = "\n".join(lines)
     print(text)
-    if not args.no_record:
-        append(title, text)
+    record(__file__, text, data, title=title, enabled=not args.no_record)
 
 
 if __name__ == "__main__":

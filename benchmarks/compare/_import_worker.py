@@ -1,4 +1,5 @@
-"""Worker for benchmarks/vs_authors_import.py: runs inside the authors' virtual environment, prints one JSON object.
+"""Worker for benchmarks/compare/vs_authors_import.py: runs inside the authors' virtual environment, prints one JSON
+object.
 
 Not meant to be run by hand (vs_authors_import.py builds the environment and passes every option).
 
@@ -31,7 +32,6 @@ import sys
 import types
 from pathlib import Path
 
-import dill
 import torch
 from _authors_worker import cuda_calls_stay, shim_torchvision_models_utils
 
@@ -126,6 +126,7 @@ def with_linear_input(model: torch.nn.Module, linear: torch.nn.Linear):
 
 def robustness_row(args, work: Path, images: dict[str, torch.Tensor]) -> tuple[dict, dict]:
     shim_torchvision_models_utils()
+    import dill  # the authors' environment has it; imported here so that --help runs without it
     from robustness import datasets as rdatasets
     from robustness.model_utils import make_and_restore_model
     from robustness.train import make_optimizer_and_schedule

@@ -1,4 +1,4 @@
-"""Worker for benchmarks/vs_authors.py: runs inside the authors' virtual environment, prints one JSON object.
+"""Worker for benchmarks/compare/vs_authors.py: runs inside the authors' virtual environment, prints one JSON object.
 
 Not meant to be run by hand (vs_authors.py builds the environment and passes every option). It times our
 library against MadryLab's `robustness` (the paper authors' code) and `torchattacks` in one process, so both
@@ -27,8 +27,8 @@ import importlib.metadata
 import json
 import statistics
 import sys
-import time
 import types
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +37,9 @@ from advfeatures.attacks import invert_representation, pgd_attack
 from advfeatures.device import autocast, resolve_device, to_memory_format
 from advfeatures.models import build_model
 from advfeatures.training import AdversarialConfig, TrainConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for common.py
+from common import timed  # noqa: E402
 
 THREAT = {"l2": "2", "linf": "inf"}  # our norm names -> robustness's constraint names
 
@@ -99,21 +102,11 @@ def measure(ours_fn, theirs_fn, repeats: int, device: torch.device):
     theirs alternating within each round so that drift in the machine's speed hits both sides alike; medians.
 
     Returns (ours_first, ours_median_s, ours_times, theirs_first, theirs_median_s, theirs_times)."""
-
-    def timed(fn) -> float:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return time.perf_counter() - t
-
     ours_first, theirs_first = ours_fn(), theirs_fn()
     ours_times, theirs_times = [], []
-    for _ in range(repeats):
-        ours_times.append(timed(ours_fn))
-        theirs_times.append(timed(theirs_fn))
+    for _ in range(repeats):  # the warm-up is the call above: timed() itself warms nothing up here
+        ours_times.append(timed(ours_fn, device, warmup=0))
+        theirs_times.append(timed(theirs_fn, device, warmup=0))
     return (ours_first, statistics.median(ours_times), ours_times,
             theirs_first, statistics.median(theirs_times), theirs_times)
 

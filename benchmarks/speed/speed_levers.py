@@ -1,6 +1,6 @@
 """Where the offline default's time goes, and what each speed lever buys on this machine.
 
-    python benchmarks/speed_levers.py [--run runs/default] [--profile] [--record]
+    python benchmarks/speed/speed_levers.py [--run runs/default] [--profile] [--no-record]
 
 Three parts:
 - `--run RUN` (a finished `advfeatures reproduce` folder): its stage seconds split into float32 evaluation (our APGD
@@ -16,7 +16,8 @@ Three parts:
   512 images by batch size.
 - `--profile`: torch.profiler's top operators for both steps at synthetic's shape.
 
-Prints the tables; `--record` appends them, with the machine, to benchmarks/RESULTS.md.
+Times are medians of 15 steps after 3 warm-up steps. Prints the tables and records them
+(benchmarks/records/speed_levers.md; `--no-record` to print only).
 """
 
 from __future__ import annotations
@@ -24,29 +25,25 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import time
+import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _machine import append
 
 from advfeatures.device import autocast, bf16_is_fast
 from advfeatures.models import build_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for common.py
+from common import add_record_option, record, timed, timed_once  # noqa: E402
 
 CPU = torch.device("cpu")
 SHAPES = {"synthetic": (16, 500, 128), "digits": (8, 360, 128)}  # image side, evaluation batch, training batch
 
 
 def _median_ms(step, reps: int = 15) -> float:
-    for _ in range(3):  # warm-up: allocations, oneDNN primitive creation
-        step()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * sorted(times)[len(times) // 2]
+    """Median milliseconds of `step` after 3 warm-up calls (allocations, oneDNN primitive creation)."""
+    return 1e3 * timed(step, CPU, warmup=3, repeats=reps)
 
 
 def _model(size: int, channels_last: bool = False, frozen: bool = False):
@@ -99,11 +96,9 @@ def measure_levers(name: str, size: int, eval_batch: int, train_batch: int) -> l
         live = _model(size, channels_last)
         note = ""
         if compiled:
-            t0 = time.perf_counter()
-            frozen, live = torch.compile(frozen), torch.compile(live)
-            _steps(frozen, xe, ye)[0]()
-            _steps(live, xt, yt)[1]()
-            note = f"compile {time.perf_counter() - t0:.0f} s"
+            frozen, live = torch.compile(frozen), torch.compile(live)  # compiled lazily, by the first calls
+            _, seconds = timed_once(lambda: (_steps(frozen, xe, ye)[0](), _steps(live, xt, yt)[1]()))
+            note = f"compile {seconds:.0f} s"
         attack = _steps(frozen, xe.contiguous(memory_format=fmt), ye, bf16)[0]
         train = _steps(live, xt.contiguous(memory_format=fmt), yt, bf16)[1]
         row(variant, _median_ms(attack), _median_ms(train), note)
@@ -187,17 +182,17 @@ def decompose(run: Path) -> list[dict]:
     for preset_dir in sorted(p for p in run.iterdir() if (p / "stages").is_dir() and p.name != "theory"):
         parts = {"evaluation (ours)": 0.0, "attack check (AutoAttack)": 0.0, "training": 0.0, "construction": 0.0,
                  "other stages": 0.0}
-        for record in (preset_dir / "stages").glob("*.json"):
-            data = json.loads(record.read_text())
+        for path in (preset_dir / "stages").glob("*.json"):
+            data = json.loads(path.read_text())
             seconds, result = data.get("seconds", 0.0), data.get("result") or {}
             if "train_seconds" in result:  # a model stage: training, then the evaluation
                 parts["training"] += result["train_seconds"]
                 parts["evaluation (ours)"] += seconds - result["train_seconds"]
-            elif record.stem.startswith("given_"):
+            elif path.stem.startswith("given_"):
                 parts["evaluation (ours)"] += seconds
-            elif record.stem.startswith("attack_check"):
-                parts["attack check (AutoAttack)" if "autoattack" in record.stem else "evaluation (ours)"] += seconds
-            elif record.stem.startswith("construct_"):
+            elif path.stem.startswith("attack_check"):
+                parts["attack check (AutoAttack)" if "autoattack" in path.stem else "evaluation (ours)"] += seconds
+            elif path.stem.startswith("construct_"):
                 parts["construction"] += seconds
             else:
                 parts["other stages"] += seconds
@@ -213,11 +208,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", type=Path, help="a finished reproduce folder to decompose")
     ap.add_argument("--profile", action="store_true", help="torch.profiler's top operators")
-    ap.add_argument("--record", action="store_true", help="append the tables to benchmarks/RESULTS.md")
+    add_record_option(ap)
     args = ap.parse_args()
-    text = []
+    text, data = [], {}
     if args.run:
-        rows = decompose(args.run)
+        rows = data["decomposition"] = decompose(args.run)
         keys = [k for k in rows[0] if k != "preset"]
         text += [f"Stage seconds of `{args.run}` (seed 0), by kind of work:", "",
                  "| preset | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
@@ -236,9 +231,9 @@ def main() -> None:
     if args.profile:
         size, eval_batch, train_batch = SHAPES["synthetic"]
         text += ["", "```", profile_ops(size, eval_batch, train_batch), "```"]
+    data["levers"] = levers
     print("\n".join(text))
-    if args.record:
-        append("Speed levers for the offline default (benchmarks/speed_levers.py)", "\n".join(text))
+    record(__file__, "\n".join(text), data, title="Speed levers for the offline default", enabled=not args.no_record)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 """Time the offline default (`advfeatures reproduce`, presets synthetic + digits) stage by stage.
 
-    python benchmarks/offline_default.py [--seeds 3] [--out runs/bench]
+    python benchmarks/speed/offline_default.py [--seeds 3] [--out runs/bench] [--no-record]
 
-Prints a table and appends it, with the machine, to benchmarks/RESULTS.md. Use a fresh --out: a resumed run
-measures the cache, not the work.
+Prints a table and records it (benchmarks/records/offline_default.md, the numbers in offline_default.jsonl;
+`--no-record` to print only). Use a fresh --out: a resumed run measures the cache, not the work.
 """
 
 from __future__ import annotations
@@ -11,12 +11,13 @@ from __future__ import annotations
 import argparse
 import shutil
 import statistics
-import time
+import sys
 from pathlib import Path
 
-from _machine import append
-
 from advfeatures.pipeline import RunOptions, reproduce
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for common.py
+from common import add_record_option, record, timed_once  # noqa: E402
 
 
 def _cell(entry: dict, key: str) -> str:
@@ -31,12 +32,11 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--out", type=Path, default=Path("runs/bench-offline"))
     ap.add_argument("--keep", action="store_true", help="keep an existing --out (resume) instead of deleting it")
+    add_record_option(ap)
     args = ap.parse_args()
     if args.out.exists() and not args.keep:
         shutil.rmtree(args.out)
-    t0 = time.perf_counter()
-    results = reproduce(RunOptions(out=args.out, seeds=args.seeds, progress=False))
-    wall = time.perf_counter() - t0
+    results, wall = timed_once(lambda: reproduce(RunOptions(out=args.out, seeds=args.seeds, progress=False)))
     lines = [f"`advfeatures reproduce --seeds {args.seeds}`: {wall:.0f} s wall in total.", ""]
     for name, r in results.items():
         eps = r["threat_model"]["eps"]
@@ -51,7 +51,10 @@ def main() -> None:
                   f"preset total {r['seconds']['total']:.0f} s", ""]
     text = "\n".join(lines)
     print(text)
-    append(f"Offline default, {args.seeds} seed(s)", text)
+    data = {"seeds": args.seeds, "wall_seconds": wall,
+            "presets": {name: {"threat_model": r["threat_model"], "accuracy": r["accuracy"], "seconds": r["seconds"]}
+                        for name, r in results.items()}}
+    record(__file__, text, data, title=f"Offline default, {args.seeds} seed(s)", enabled=not args.no_record)
 
 
 if __name__ == "__main__":

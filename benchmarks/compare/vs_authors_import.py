@@ -1,12 +1,13 @@
 """Proof against the real thing: the authors' own checkpoints, imported by ours, compute what their code computes.
 
-    python benchmarks/vs_authors_import.py [--batch 16] [--wrn-batch 8] [--venv benchmarks/.venv-authors]
+    python benchmarks/compare/vs_authors_import.py [--batch 16] [--wrn-batch 8] [--venv benchmarks/.venv-authors]
+        [--no-record]
 
-In the authors' environment (created on the first run like benchmarks/vs_authors.py's, and shared with it: a
+In the authors' environment (created on the first run like benchmarks/compare/vs_authors.py's, and shared with it: a
 `--system-site-packages` virtual environment linked to this interpreter's packages, so it works from a virtual
 environment too, with robustness==1.2.1.post2 and dill, plus robustbench==1.1.1 installed without its
 dependencies and then those of them that the package registry has; its AutoAttack dependency is git-only),
-benchmarks/_import_worker.py:
+benchmarks/compare/_import_worker.py:
 
 1. builds the authors' CIFAR ResNet-50 through their `make_and_restore_model`, takes a few of their adversarial
    training steps with their optimizer and schedule, perturbs every BatchNorm, and saves the checkpoint as their
@@ -25,7 +26,8 @@ one float32 spacing is already ~1e-4 and two correct implementations that sum in
 4.9e-4 (measured; the same checkpoint agrees to 1.8e-12 in float64). At lr 0.01 the logits are ~40-250, the
 scale of a trained model's. `--lr 0.1` reproduces the other case.
 
-Prints a table and appends it, with the machine and the versions, to benchmarks/RESULTS.md. Exit status 0 when
+Prints a table, with the versions, and records it (benchmarks/records/vs_authors_import.md, the worker's numbers in
+vs_authors_import.jsonl; `--no-record` to print only). Exit status 0 when
 every difference is within the bar, 1 when one is not or the worker fails, 2 when the environment cannot be set
 up. About 3 minutes on 2 CPU cores after the environment exists (ResNet-50 and WRN-28-10 forwards on the CPU);
 the first run also downloads the libraries.
@@ -38,12 +40,13 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
-from _machine import append
 from vs_authors import DEFAULT_VENV, SetupError, _tail, ensure_venv, installed_versions, pip
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for common.py
+from common import add_record_option, record, timed_once  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "_import_worker.py"
@@ -131,7 +134,7 @@ def main() -> None:
                          "their CIFAR default 0.1 on random images blows the head up to logits ~1e3, see the "
                          "docstring)")
     ap.add_argument("--venv", type=Path, default=DEFAULT_VENV, help="the authors' environment (created if missing)")
-    ap.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
+    add_record_option(ap)
     args = ap.parse_args()
     if min(args.batch, args.wrn_batch) < 1:
         ap.error("--batch and --wrn-batch must be at least 1")
@@ -140,9 +143,8 @@ def main() -> None:
     except SetupError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    t0 = time.perf_counter()
     try:
-        result = run_worker(python, args)
+        result, wall = timed_once(lambda: run_worker(python, args))
     except (RuntimeError, json.JSONDecodeError, IndexError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
@@ -151,10 +153,10 @@ def main() -> None:
               f"{torch.__version__}; recreate {args.venv} so both sides share one torch", file=sys.stderr)
         sys.exit(2)
     text, worst = report(result)
-    text += f"\n\nWall time of the measuring process: {time.perf_counter() - t0:.0f} s."
+    text += f"\n\nWall time of the measuring process: {wall:.0f} s."
     print(text)
-    if not args.no_record:
-        append("Importing the authors' checkpoints: ours vs robustness on cpu", text)
+    record(__file__, text, result, title="Importing the authors' checkpoints: ours vs robustness on cpu",
+           enabled=not args.no_record)
     sys.exit(0 if worst <= TOLERANCE else 1)
 
 

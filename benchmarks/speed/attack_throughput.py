@@ -1,34 +1,27 @@
 """Throughput of our PGD engine and representation inversion (images x steps per second) on CPU or GPU.
 
-    python benchmarks/attack_throughput.py [--arch resnet18] [--batch 256] [--steps 20] [--device auto] [--amp]
-        [--channels-last] [--compile]
+    python benchmarks/speed/attack_throughput.py [--arch resnet18] [--batch 256] [--steps 20] [--device auto] [--amp]
+        [--channels-last] [--compile] [--no-record]
 
-Prints a table and appends it, with the machine, to benchmarks/RESULTS.md. On CPU it uses small widths by
-default (the CIFAR ResNet-18 at full width takes seconds per 128-image step on 2 cores).
+Each loop runs once untimed (warm-up, compilation), then once timed. Prints a table and records it
+(benchmarks/records/attack_throughput.md). On CPU it uses small widths by default (the CIFAR ResNet-18 at full
+width takes seconds per 128-image step on 2 cores).
 """
 
 from __future__ import annotations
 
 import argparse
-import time
+import sys
+from pathlib import Path
 
 import torch
-from _machine import append
 
 from advfeatures.attacks import invert_representation, pgd_attack
 from advfeatures.device import resolve_device
 from advfeatures.models import build_model
 
-
-def timed(fn, device) -> float:
-    fn()  # warm-up (and compile)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - t
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for common.py
+from common import add_record_option, record, timed  # noqa: E402
 
 
 def main() -> None:
@@ -41,6 +34,7 @@ def main() -> None:
     ap.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA)")
     ap.add_argument("--channels-last", action="store_true")
     ap.add_argument("--compile", action="store_true", help="torch.compile the model")
+    add_record_option(ap)
     args = ap.parse_args()
     device = resolve_device(args.device)
     width = args.width or (64 if device.type == "cuda" else 16)
@@ -60,7 +54,10 @@ def main() -> None:
             "| loop | seconds | image-steps/s |\n|---|---|---|\n")
     text += "\n".join(f"| {n} | {s:.2f} | {args.batch * args.steps / s:,.0f} |" for n, s in rows)
     print(text)
-    append(f"Attack throughput on {device.type}", text)
+    data = {"arch": args.arch, "width": width, "batch": args.batch, "steps": args.steps, "device": device.type,
+            "amp": args.amp, "channels_last": args.channels_last, "compile": args.compile,
+            "rows": [{"loop": n, "seconds": s, "image_steps_per_s": args.batch * args.steps / s} for n, s in rows]}
+    record(__file__, text, data, title=f"Attack throughput on {device.type}", enabled=not args.no_record)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Our library against the paper authors' `robustness` (MadryLab) and `torchattacks`, side by side, one run.
 
-    python benchmarks/vs_authors.py [--device auto|cpu|cuda] [--batch N] [--inversion-steps 100] [--pgd-steps 7]
+    python benchmarks/compare/vs_authors.py [--device auto|cpu|cuda] [--batch N] [--inversion-steps 100] [--pgd-steps 7]
         [--eval-steps 20] [--repeats R] [--amp] [--channels-last] [--venv benchmarks/.venv-authors]
+        [--no-record]
 
 Same machine, same process, same torch, same CIFAR ResNet-18 (their `cifar_models.resnet18` is loaded with a
 copy of our weights, so both compute the same function), same random batch of 3x32x32 images in [0, 1] with
@@ -40,8 +41,9 @@ The first run creates a virtual environment (--venv, default benchmarks/.venv-au
 interpreter's site-packages when it is itself a virtual environment, whose packages --system-site-packages alone
 does not show, and the folder advfeatures is imported from), so it reuses the installed torch, torchvision and
 advfeatures, and pip-installs robustness==1.2.1.post2 and torchattacks==3.5.1 into it; the measurements run there in
-benchmarks/_authors_worker.py, which prints one JSON object. Prints a table and appends it, with the machine
-and the library versions, to benchmarks/RESULTS.md. Exit status 2 when the environment cannot be set up.
+benchmarks/compare/_authors_worker.py, which prints one JSON object. Prints a table, with the library versions, and
+records it (benchmarks/records/vs_authors.md, the worker's numbers in vs_authors.jsonl; `--no-record` to print only).
+Exit status 2 when the environment cannot be set up.
 """
 
 from __future__ import annotations
@@ -51,19 +53,20 @@ import json
 import site
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
-from _machine import append
 
 import advfeatures
 from advfeatures.device import resolve_device
 from advfeatures.errors import BadInputError
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for common.py
+from common import add_record_option, record, timed_once  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "_authors_worker.py"
-DEFAULT_VENV = HERE / ".venv-authors"
+DEFAULT_VENV = HERE.parent / ".venv-authors"  # benchmarks/.venv-authors (git-ignored), shared with vs_authors_import
 PINS = {"robustness": "1.2.1.post2", "torchattacks": "3.5.1"}
 # What robustness imports when its attacker, models and datasets modules load (for the --no-deps fallback,
 # used when one of its many declared dependencies cannot be installed).
@@ -216,6 +219,7 @@ def main() -> None:
     ap.add_argument("--amp", action="store_true", help="bf16 autocast on our side (CUDA only)")
     ap.add_argument("--channels-last", action="store_true", help="channels_last models (both sides)")
     ap.add_argument("--venv", type=Path, default=DEFAULT_VENV, help="the authors' environment (created if missing)")
+    add_record_option(ap)
     args = ap.parse_args()
     try:
         device = resolve_device(args.device)
@@ -231,9 +235,8 @@ def main() -> None:
     except SetupError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    t0 = time.perf_counter()
     try:
-        result = run_worker(python, args, device)
+        result, wall = timed_once(lambda: run_worker(python, args, device))
     except (RuntimeError, json.JSONDecodeError, IndexError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
@@ -242,9 +245,10 @@ def main() -> None:
               f"{torch.__version__}; recreate {args.venv} so both sides share one torch", file=sys.stderr)
         sys.exit(2)
     text = report(result)
-    text += f"\n\nWall time of the measuring process: {time.perf_counter() - t0:.0f} s."
+    text += f"\n\nWall time of the measuring process: {wall:.0f} s."
     print(text)
-    append(f"Ours vs the authors' robustness and torchattacks on {device.type}", text)
+    record(__file__, text, result, title=f"Ours vs the authors' robustness and torchattacks on {device.type}",
+           enabled=not args.no_record)
 
 
 if __name__ == "__main__":
