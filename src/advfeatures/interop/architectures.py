@@ -11,7 +11,7 @@ each of our parameter names is spelled in their state dicts.
 Their CIFAR ResNets end in `avg_pool2d(out, 4)` and the WRN in `avg_pool2d(out, 8)`: on 32x32 inputs that is the
 whole final grid, which is what our global average pooling takes. Everything else (block order, strides on the
 3x3 convs, which blocks get a projection shortcut, where the ReLUs sit) is the same operation for operation;
-benchmarks/vs_authors_import.py checks it against the authors' own code.
+benchmarks/compare/vs_authors_import.py checks it against the authors' own code.
 """
 
 from __future__ import annotations
