@@ -1,6 +1,6 @@
 """Where the offline default's time goes, and what each speed lever buys on this machine.
 
-    python benchmarks/speed/speed_levers.py [--run runs/default] [--profile] [--no-record]
+    python benchmarks/speed/speed_levers.py [--run RUN [RUN ...]] [--no-levers] [--profile] [--no-record]
 
 Three parts:
 - `--run RUN` (a finished `advfeatures reproduce` folder): its stage seconds split into float32 evaluation (our APGD
@@ -206,18 +206,26 @@ def _ms(value: float | None) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run", type=Path, help="a finished reproduce folder to decompose")
+    ap.add_argument("--run", type=Path, nargs="+", default=[],
+                    help="finished reproduce folders to decompose (e.g. before and after a change)")
+    ap.add_argument("--no-levers", action="store_true", help="only decompose --run; measure no levers")
     ap.add_argument("--profile", action="store_true", help="torch.profiler's top operators")
     add_record_option(ap)
     args = ap.parse_args()
     text, data = [], {}
-    if args.run:
-        rows = data["decomposition"] = decompose(args.run)
+    data["decomposition"] = {}
+    for run in args.run:
+        rows = data["decomposition"][str(run)] = decompose(run)
         keys = [k for k in rows[0] if k != "preset"]
-        text += [f"Stage seconds of `{args.run}` (seed 0), by kind of work:", "",
+        text += [f"Stage seconds of `{run}` (seed 0), by kind of work:", "",
                  "| preset | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
         text += ["| " + r["preset"] + " | " + " | ".join(f"{r[k]:.0f}" for k in keys) + " |" for r in rows]
         text.append("")
+    if args.no_levers:
+        print("\n".join(text))
+        record(__file__, "\n".join(text), data, title="Where the offline default's time goes",
+               enabled=not args.no_record)
+        return
     levers = []
     for name, (size, eval_batch, train_batch) in SHAPES.items():
         levers += measure_levers(name, size, eval_batch, train_batch)

@@ -37,7 +37,7 @@ def relative_error(model, z: torch.Tensor, x: torch.Tensor) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run", type=Path, help="a finished reproduce folder")
     ap.add_argument("--preset", default="synthetic")
     ap.add_argument("--images", type=int, default=256)

@@ -137,7 +137,7 @@ def get_preset(name: str) -> Preset:
 PRESETS = ("synthetic", "digits", "cifar10", "cifar10_fast", "cifar10_cpu", "restricted_imagenet")
 DEFAULT_PRESETS = ("synthetic", "digits")
 
-# The paper's CIFAR-10 numbers (Figure 2, Section 3; ../PAPER.md), printed beside ours in every report.
+# The paper's CIFAR-10 numbers (Figure 2, Section 3; arXiv 1905.02175), printed beside ours in every report.
 PAPER_CIFAR10 = {
     "D": {"clean": 0.9525, "robust": 0.0449},
     "D_adv": {"clean": 0.9083, "robust": 0.8248},

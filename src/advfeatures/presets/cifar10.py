@@ -1,4 +1,4 @@
-"""Preset `cifar10`: the paper's CIFAR-10 setting (../PAPER.md "Hyperparameters"), for a GPU and real data.
+"""Preset `cifar10`: the paper's CIFAR-10 setting (arXiv 1905.02175, Appendix C), for a GPU and real data.
 
 Run with `--data-root` pointing at a folder holding `cifar-10-batches-py/` (or `--download` when online).
 On a CPU use `--quick` (a few hundred images, tiny widths, one epoch): it checks the pipeline, not the paper.

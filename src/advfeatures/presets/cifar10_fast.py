@@ -4,7 +4,7 @@ Run with `--data-root` pointing at a folder holding `cifar-10-batches-py/` (or `
 
     advfeatures reproduce --preset cifar10_fast --data-root ~/data
 
-What is the paper's (../PAPER.md; kept exactly): all 50,000 training and 10,000 test images; PGD-7 adversarial
+What is the paper's (arXiv 1905.02175, App. C; kept): all 50,000 training and 10,000 test images; PGD-7 adversarial
 training at L2 eps 0.5 with steps of eps/5 from the clean image (C.3); 1,000 normalised inversion steps of 0.1 from
 another training image for D_R and D_NR (C.4); 100 targeted steps of 0.1 at eps 0.5 for D_rand / D_det (C.5); the
 evaluation at L2 eps 0.25 on the whole test set (here the APGD cascade, checked against AutoAttack on 1,000

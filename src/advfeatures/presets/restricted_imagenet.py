@@ -1,4 +1,4 @@
-"""Preset `restricted_imagenet`: the paper's 9-superclass ImageNet subset (../PAPER.md), for a GPU and real data.
+"""Preset `restricted_imagenet`: the paper's 9-superclass ImageNet subset (arXiv 1905.02175), for a GPU.
 
 Needs `--data-root` with an ImageNet folder in the standard train/val layout. Note: `reproduce` holds each
 training set as one tensor in memory; at 224x224 that is far beyond a typical machine, so pass

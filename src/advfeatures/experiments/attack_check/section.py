@@ -23,8 +23,9 @@ def blocks(r: dict, figures=None) -> list[Block]:
         return []
     n = int(ac["images"])
     note = (f"Both attacks on the same {n} test images (the first of the test set): the default column is our "
-            f"evaluation's result on exactly these images. One image is {100 / n:.2g} points, so a gap of a point "
-            f"or more shows as {max(1, round(n / 100)):d} image(s) or more.")
+            f"evaluation's result on exactly these images. One image is {100 / n:.2g} "
+            f"point{'' if n == 100 else 's'}, so a gap of a point or more shows as {max(1, round(n / 100)):d} "
+            f"image{'' if round(n / 100) <= 1 else 's'} or more.")
     return [Table(f"Attack check on {n} test images: {ac['attack']}",
                   ["model", "default evaluation", "check", "default - check (points)", "verdict"],
                   attack_check_rows(r), note=note)]
