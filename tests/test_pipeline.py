@@ -383,3 +383,4 @@ def test_controls_run_only_their_own_stages_and_are_reported(quick_run, tmp_path
     assert r["construction"]["D_R_noise"]["steps"] == 10 * r["settings"]["inversion"]["steps"]
     md = (out / "results.md").read_text()
     assert "Controls: skipped" not in md and "D_det_shortcut" in md and "unknown" not in md
+    assert "what the control sets carry" in md  # the planted-feature audit of the controls (synthetic)

@@ -88,8 +88,9 @@ def blocks(r: dict, figures=None) -> list[Block]:
     if share is not None:
         note += f"In D_rand, {pct(share)}% of targets equal the true label. "
     if weak:
-        note += (f"The weak model ({weak.get('epochs')} epoch(s)) reads {pct(weak.get('test_accuracy'))}% of the "
-                 f"test set correctly and {pct(weak.get('reads_next_class'))}% of training images as y+1. ")
+        note += (f"The weak model ({int(weak.get('epochs', 0))} epoch(s)) reads "
+                 f"{pct(weak.get('test_accuracy'))}% of the test set correctly and "
+                 f"{pct(weak.get('reads_next_class'))}% of training images as y+1. ")
     note += "Keller Jordan's CIFAR-10 figures (ResNet-9): real set / shortcut control."
     out.append(Table("Controls: D_rand and D_det beside sets without non-robust features",
                      ["control", "real set clean", "control clean", "control / real", "clean images in control",
@@ -101,4 +102,26 @@ def blocks(r: dict, figures=None) -> list[Block]:
                           "representation error (noise)", "paper from noise (clean / robust 0.25)"], rows,
                          note="The paper reports D_R from noise as robust as from images (84.1 / 48.3 vs 85.4 / "
                               "48.2) and D_NR from noise far less accurate (45.6 vs 87.7)."))
+    rows = audit_rows(r)
+    if rows:
+        out.append(Table("Controls: what the control sets carry (planted-feature audit)",
+                         ["set", "robust pattern = label %", "non-robust pattern = label %",
+                          "robust = original %", "non-robust = original %"], rows,
+                         note="The share of each set's images whose strongest planted pattern is its label's, or "
+                              "its original class's (PlantedFeatures.audit; synthetic data only)."))
     return out
+
+
+AUDITED = ("D_rand_shortcut", "D_det_shortcut", "D_rand_no_true", "D_R_noise", "D_NR_noise")
+
+
+def audit_rows(r: dict) -> list[list[str]]:
+    audit = r.get("controls", {}).get("audit") or {}
+    rows = []
+    for name in AUDITED:
+        a = audit.get(name)
+        if not isinstance(a, dict):
+            continue
+        rows.append([name, *(pct(a[k]) if k in a else "-" for k in (
+            "robust_agrees_label", "nonrobust_agrees_label", "robust_agrees_original", "nonrobust_agrees_original"))])
+    return rows
