@@ -32,6 +32,8 @@ from typing import Any, TypeVar
 
 import torch
 
+from advfeatures.results import cpu_model  # one definition of the machine's CPU name
+
 BENCHMARKS = Path(__file__).resolve().parent
 REPO = BENCHMARKS.parent
 RECORDS = BENCHMARKS / "records"
@@ -97,17 +99,6 @@ def commit() -> str:
     except (OSError, subprocess.SubprocessError):
         pass
     return os.environ.get(COMMIT_ENV, "").strip() or "unknown"
-
-
-def cpu_model() -> str:
-    """The CPU's model name (/proc/cpuinfo on Linux), else what `platform` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine_facts() -> dict[str, Any]:

@@ -102,7 +102,7 @@ def machine_record(device: torch.device) -> dict:
     """Where a run ran (DESIGN.md: results.json "machine"): the device's name, the CPU and its cores, torch, and the
     code's commit (git where the package sits in a checkout, else $ADVFEATURES_COMMIT, else "unknown")."""
     device = torch.device(device)
-    cpu = _cpu_model()
+    cpu = cpu_model()
     return {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu,
         "device_type": device.type,
@@ -115,7 +115,8 @@ def machine_record(device: torch.device) -> dict:
     }
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux), else what `platform` knows."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
