@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -29,9 +30,11 @@ SEED_DIRS = ("synthetic", "synthetic/seeds/1")
 
 
 def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr); a worker's stage line ("[synthetic seed 1] D ...", two seeds run in two
+    processes) with its label turned back into the one-process indent, so every stage line starts with two spaces."""
     code = main([str(a) for a in argv])
     captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return code, re.sub(r"(?m)^\[\w+ seed \d+\] ", "  ", captured.out), captured.err
 
 
 def sha256(path: Path) -> str:

@@ -279,7 +279,7 @@ def test_reproduce_holds_the_lock_for_its_body_and_cleans_temporaries(tmp_path, 
     (out / ".results.md.zzzzzzzz.tmp").write_text("half")
     seen = {}
 
-    def body(options, log, presets, data, out_, fingerprints, t_start):
+    def body(options, log, presets, data, out_, fingerprints, t_start, jobs):
         seen["record"] = lock_record(out_)
         seen["files"] = sorted(p.name for p in out_.iterdir())
         return {}

@@ -32,6 +32,7 @@ from .experiments.sources import stages as sources
 from .experiments.theory.stages import run_theory_stage
 from .experiments.transfer import stages as transfer
 from .io import write_json_atomic
+from .jobs import Unit, plan_jobs, run_units
 from .presets import DEFAULT_PRESETS, Preset, get_preset
 from .results import format_table, machine_record, new_seed_results, place, preset_results
 from .runfolder import Stage, changed_presets, check_out_dir, write_manifest
@@ -94,6 +95,9 @@ class RunOptions:
     progress: bool = True  # progress bars (the CLI turns them off when stderr is not a terminal)
     status_seconds: float = 60.0  # without progress bars: a "still running" line this often during a long stage
     group: ProcessGroup = field(default_factory=ProcessGroup)  # torchrun ranks (a group of one without torchrun)
+    # worker processes for independent (preset, seed) runs; None: one per core on a CPU, up to the number of runs
+    # (jobs.py); 1: everything in this process
+    jobs: int | None = 1
 
 
 def apply_overrides(preset: Preset, ov: Overrides) -> Preset:
@@ -224,7 +228,8 @@ def reproduce(options: RunOptions, log: Callable[[str], None] = log_line) -> dic
     presets = [apply_overrides(get_preset(name), options.overrides) for name in options.presets]
     if options.released and any(p.dataset != "cifar10" for p in presets):
         raise BadInputError("--released holds the authors' CIFAR-10 datasets; use it with --preset cifar10 only")
-    resolve_device(options.device)
+    device = resolve_device(options.device)
+    jobs = plan_jobs(options.jobs, len(presets) * options.seeds, device.type, group.distributed)
     if options.autoattack:
         from .autoattack import require_autoattack
 
@@ -238,11 +243,11 @@ def reproduce(options: RunOptions, log: Callable[[str], None] = log_line) -> dic
     # one run per folder: run.lock is held from here to the end (a second run is refused, naming this one); under
     # it run.json is checked again and temporaries left by an interrupted run are removed (runlock.py)
     with run_folder_lock(out, group, log, recheck=lambda: check_out_dir(out, write_probe=False)):
-        return _reproduce_locked(options, log, presets, data, out, fingerprints, t_start)
+        return _reproduce_locked(options, log, presets, data, out, fingerprints, t_start, jobs)
 
 
 def _reproduce_locked(options: RunOptions, log, presets: list[Preset], data: dict, out: Path,
-                      fingerprints: dict[str, str], t_start: float) -> dict[str, dict]:
+                      fingerprints: dict[str, str], t_start: float, jobs: tuple[int, int]) -> dict[str, dict]:
     """`reproduce` after its pre-flight checks, with the run lock held."""
     group = options.group
     for name in changed_presets(out, fingerprints):
@@ -251,30 +256,69 @@ def _reproduce_locked(options: RunOptions, log, presets: list[Preset], data: dic
         write_manifest(out, __version__, fingerprints)
 
     theory = run_theory_stage(out, log, group) if options.theory else None
-    machine = machine_record(resolve_device(options.device))
+    jobs, threads = jobs  # worker processes, torch threads in each
+    machine = machine_record(resolve_device(options.device), jobs, threads if jobs > 1 else None)
     from .report import write_report
 
-    all_results = {}
-    for i, p in enumerate(presets):
-        t0 = time.perf_counter()
-        log(f"[{p.name}] {p.description}; threat model {p.threat.norm} eps {p.threat.eps}; seeds {options.seeds}")
-        per_seed = []
-        for seed in range(options.seeds):
-            directory = out / p.name if seed == 0 else out / p.name / "seeds" / str(seed)
-            log(f" seed {seed}:")
-            per_seed.append(run_seed(PresetRun(p, seed, directory, data[p.name], options, log)))
+    units = [Unit(p.name, seed) for p in presets for seed in range(options.seeds)]
+    by_name = {p.name: p for p in presets}
+    per_seed: dict[str, dict[int, dict]] = {p.name: {} for p in presets}
+    seconds: dict[str, float] = {p.name: 0.0 for p in presets}
+    all_results: dict[str, dict] = {}
+    if jobs > 1:
+        log(f"{len(units)} runs ({', '.join(u.label for u in units)}) on {jobs} worker processes, "
+            f"{threads} thread{'s' * (threads > 1)} each")
+        for p in presets:
+            log(f"[{p.name}] {p.description}; threat model {p.threat.norm} eps {p.threat.eps}; seeds {options.seeds}")
+        worker_options = dataclasses.replace(options, progress=False)  # no bars from several processes at once
+        work = [(u, run_unit, (by_name[u.preset], u.seed, _seed_dir(out, u), data[u.preset], worker_options))
+                for u in units]
+        finished = run_units(work, jobs, threads, log)
+    else:
+        finished = _in_process(units, by_name, out, data, options, log)
+    for unit, result, unit_seconds in finished:
+        per_seed[unit.preset][unit.seed] = result
+        seconds[unit.preset] += unit_seconds
+        p = by_name[unit.preset]
+        if len(per_seed[p.name]) < options.seeds:
+            continue
         given = data[p.name].get("given", {})
-        results = preset_results(p, per_seed, num_classes=data[p.name]["num_classes"], released=options.released,
-                                 sources=sources_record(given, options.seeds), seconds=time.perf_counter() - t0,
+        results = preset_results(p, [per_seed[p.name][s] for s in range(options.seeds)],
+                                 num_classes=data[p.name]["num_classes"], released=options.released,
+                                 sources=sources_record(given, options.seeds), seconds=seconds[p.name],
                                  theory=theory, machine=machine)
         all_results[p.name] = results
         if group.is_main:  # the report as soon as a preset finishes, rewritten as the next ones do
             write_json_atomic(out / p.name / "results.json", results)
-            write_report(out, all_results, theory, pending=[q.name for q in presets[i + 1:]])
+            write_report(out, {q.name: all_results[q.name] for q in presets if q.name in all_results}, theory,
+                         pending=[q.name for q in presets if q.name not in all_results])
         log(format_table(results))
     group.barrier()
     log(f"done in {time.perf_counter() - t_start:.0f}s: {out / 'report.html'}")
-    return all_results
+    return {q.name: all_results[q.name] for q in presets}
+
+
+def run_unit(preset: Preset, seed: int, directory: Path, data: dict, options: RunOptions,
+             log: Callable[[str], None]) -> dict:
+    """One seed of one preset in its own folder: what a worker process runs (jobs.py)."""
+    return run_seed(PresetRun(preset, seed, directory, data, options, log))
+
+
+def _seed_dir(out: Path, unit: Unit) -> Path:
+    return out / unit.preset if unit.seed == 0 else out / unit.preset / "seeds" / str(unit.seed)
+
+
+def _in_process(units: list[Unit], presets: dict[str, Preset], out: Path, data: dict, options: RunOptions,
+                log: Callable[[str], None]):
+    """The units one after another in this process (one core's worth of work, a GPU, or torchrun ranks)."""
+    for unit in units:
+        p = presets[unit.preset]
+        if unit.seed == 0:
+            log(f"[{p.name}] {p.description}; threat model {p.threat.norm} eps {p.threat.eps}; seeds {options.seeds}")
+        log(f" seed {unit.seed}:")
+        t0 = time.perf_counter()
+        result = run_unit(p, unit.seed, _seed_dir(out, unit), data[p.name], options, log)
+        yield unit, result, time.perf_counter() - t0
 
 
 def _silent(message: str) -> None:

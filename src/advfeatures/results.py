@@ -98,9 +98,10 @@ def preset_results(preset, per_seed: list[dict], *, num_classes: int, released, 
     return results
 
 
-def machine_record(device: torch.device) -> dict:
-    """Where a run ran (DESIGN.md: results.json "machine"): the device's name, the CPU and its cores, torch, and the
-    code's commit (git where the package sits in a checkout, else $ADVFEATURES_COMMIT, else "unknown")."""
+def machine_record(device: torch.device, jobs: int = 1, threads: int | None = None) -> dict:
+    """Where a run ran (DESIGN.md: results.json "machine"): the device's name, the CPU and its cores, torch, the
+    worker processes and threads each seed ran with, and the code's commit (git where the package sits in a
+    checkout, else $ADVFEATURES_COMMIT, else "unknown")."""
     device = torch.device(device)
     cpu = cpu_model()
     return {
@@ -108,7 +109,8 @@ def machine_record(device: torch.device) -> dict:
         "device_type": device.type,
         "cpu": cpu,
         "cpu_cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": threads or torch.get_num_threads(),
+        "worker_processes": jobs,
         "torch": torch.__version__,
         "python": platform.python_version(),
         "commit": code_commit(),

@@ -8,7 +8,16 @@ Every robust number below names its attack: "fixed PGD 100x5" is the former eval
 """
 
 from ..training import AdversarialConfig, ModelSpec, TrainConfig
-from . import PAPER_CIFAR10, EvalConfig, FollowupsConfig, InversionConfig, Preset, RelabelConfig, ThreatModel
+from . import (
+    PAPER_CIFAR10,
+    SMALL_TRANSFER_OTHERS,
+    EvalConfig,
+    FollowupsConfig,
+    InversionConfig,
+    Preset,
+    RelabelConfig,
+    ThreatModel,
+)
 
 EPS = 1.0  # 8x8 images in [0,1]: eps 1.0 is ~1/4 of a typical digit's L2 norm
 
@@ -46,11 +55,10 @@ def preset() -> Preset:
         # 360 8x8 test images; the per-run AutoAttack check on the first 100, paired with our per-image results.
         # Agreement on the full test set: benchmarks/RESULTS.md, "Evaluation against AutoAttack".
         evaluation=EvalConfig(curve_eps=[0.25, 0.5, 1.0, 2.0], curve_limit=None, check_limit=100),
-        transfer_models=[ModelSpec("mlp"), ModelSpec("small_cnn"), ModelSpec("wide_cnn"), ModelSpec("tiny_resnet")],
-        transfer_models_full=[
-            ModelSpec("mlp"), ModelSpec("small_cnn"), ModelSpec("small_cnn", {"pool": "gap"}),
-            ModelSpec("wide_cnn"), ModelSpec("tiny_resnet"),
-        ],
+        # Figure 3: an MLP, the preset's CNN, and SMALL_TRANSFER_OTHERS (narrower since 2026-12-01, presets/__init__)
+        transfer_models=[ModelSpec("mlp"), ModelSpec("small_cnn"), *SMALL_TRANSFER_OTHERS],
+        transfer_models_full=[ModelSpec("mlp"), ModelSpec("small_cnn"), ModelSpec("small_cnn", {"pool": "gap"}),
+                              *SMALL_TRANSFER_OTHERS],
         paper=PAPER_CIFAR10,
         # Wallace's weak teacher had 62.5% train accuracy. Measured here (teacher seed): 1 / 2 / 3 / 4 epochs give
         # 24 / 28 / 63 / 73% on the training set; 3 epochs is his teacher's strength (1 epoch left a 24% teacher

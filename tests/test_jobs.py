@@ -1,0 +1,71 @@
+"""(preset, seed) runs in worker processes: how many, their log lines, their errors, and that they build exactly
+what the one-process run builds (its stage records are the same: a run with --jobs 1 afterwards finds every stage
+cached)."""
+
+import json
+
+import pytest
+
+from advfeatures.cli import main
+from advfeatures.errors import BadInputError
+from advfeatures.jobs import Unit, plan_jobs, run_units, usable_cores
+
+
+def test_plan_jobs_fills_the_cores_on_a_cpu_only():
+    cores = usable_cores()
+    assert plan_jobs(None, 2, "cpu", False) == (min(2, cores), max(1, cores // min(2, cores)))
+    assert plan_jobs(None, 1, "cpu", False) == (1, cores)  # one run: all the cores in this process
+    assert plan_jobs(None, 6, "cuda", False) == (1, cores)  # a GPU's parallelism is inside each run
+    assert plan_jobs(None, 6, "cpu", True) == (1, cores)  # torchrun: its ranks are the processes
+    assert plan_jobs(8, 3, "cpu", False)[0] == 3  # never more workers than runs
+    assert plan_jobs(1, 3, "cpu", False) == (1, cores)
+    with pytest.raises(BadInputError, match="--jobs"):
+        plan_jobs(0, 3, "cpu", False)
+    with pytest.raises(BadInputError, match="torchrun"):
+        plan_jobs(2, 3, "cpu", True)
+
+
+def _square(x: int, log) -> int:
+    log(f"  squaring {x}")
+    return x * x
+
+
+def _fail(x: int, log) -> int:
+    log("  about to fail")
+    raise BadInputError(f"unit {x} refused its input")
+
+
+def test_run_units_returns_every_result_with_its_lines_and_raises_a_workers_error():
+    lines: list[str] = []
+    work = [(Unit("p", i), _square, (i,)) for i in range(3)]
+    results = {unit.seed: value for unit, value, seconds in run_units(work, 2, 1, lines.append)}
+    assert results == {0: 0, 1: 1, 2: 4}
+    assert sorted(lines) == [f"[p seed {i}] squaring {i}" for i in range(3)]
+    with pytest.raises(BadInputError, match="unit 7 refused its input"):
+        list(run_units([(Unit("p", 7), _fail, (7,))], 1, 1, lines.append))
+    assert "[p seed 7] about to fail" in lines
+
+
+def test_parallel_runs_build_what_one_process_builds(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["reproduce", "--preset", "synthetic,digits", "--quick", "--no-progress", "--no-theory", "--no-followups",
+            "--seeds", "2", "--out", str(out)]
+    assert main([*argv, "--jobs", "2"]) == 0
+    log = capsys.readouterr().out
+    assert "4 runs" in log and "on 2 worker processes" in log
+    for preset in ("synthetic", "digits"):
+        results = json.loads((out / preset / "results.json").read_text())
+        assert results["seeds"] == [0, 1] and set(results["accuracy"]) >= {"D", "D_adv", "D_R", "D_NR"}
+        for seed in (0, 1):
+            assert any(line.startswith(f"[{preset} seed {seed}] D_adv ") for line in log.splitlines()), log
+    assert (out / "report.html").is_file() and "still running" not in (out / "results.md").read_text()
+    # the same stage records, keys and files as the in-process path: nothing runs again
+    assert main([*argv, "--jobs", "1"]) == 0
+    stages = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  ")]
+    assert len(stages) > 20 and all(line.endswith("cached") for line in stages), stages
+
+
+def test_jobs_must_be_positive(capsys, tmp_path):
+    with pytest.raises(SystemExit) as stop:
+        main(["reproduce", "--jobs", "0", "--out", str(tmp_path / "r")])
+    assert stop.value.code == 2 and "--jobs: must be a positive whole number" in capsys.readouterr().err
