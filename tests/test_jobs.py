@@ -3,6 +3,12 @@ what the one-process run builds (its stage records are the same: a run with --jo
 cached)."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -69,3 +75,44 @@ def test_jobs_must_be_positive(capsys, tmp_path):
     with pytest.raises(SystemExit) as stop:
         main(["reproduce", "--jobs", "0", "--out", str(tmp_path / "r")])
     assert stop.value.code == 2 and "--jobs: must be a positive whole number" in capsys.readouterr().err
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_workers_end_when_their_parent_is_killed(tmp_path):
+    """A killed `reproduce` (SIGKILL: no cleanup runs) must not leave workers computing into its folder."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "advfeatures", "reproduce", "--preset", "synthetic,digits", "--quick", "--no-theory",
+           "--no-progress", "--jobs", "2", "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        for line in proc.stdout:  # a worker has logged: the pool is up
+            if line.startswith("[synthetic seed 0] ") or line.startswith("[digits seed 0] "):
+                break
+        workers = [pid for pid in _children(proc.pid) if "spawn_main" in _cmdline(pid)]
+        assert len(workers) == 2, workers
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    deadline = time.time() + 10
+    while any(Path(f"/proc/{pid}").exists() and "spawn_main" in _cmdline(pid) for pid in workers):
+        assert time.time() < deadline, "workers outlived their parent"
+        time.sleep(0.1)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text()
+    except OSError:
+        return ""

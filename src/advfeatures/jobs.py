@@ -16,6 +16,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -64,10 +65,20 @@ def plan_jobs(requested: int | None, units: int, device: str, distributed: bool)
     return jobs, max(1, (cores if jobs == 1 else cores // jobs))
 
 
-def _init_worker(log_queue, threads: int) -> None:
+def _init_worker(log_queue, threads: int, parent: int) -> None:
     global _LOG_QUEUE
     _LOG_QUEUE = log_queue
     torch.set_num_threads(threads)
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """End this worker as soon as its parent has gone (killed, even by SIGKILL): an orphan would go on computing
+    and writing into a run folder whose lock nobody holds any more. Files are renamed into place only when complete,
+    so stopping at any moment loses at most the stage in progress."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
 
 
 def _worker_log(label: str) -> Callable[[str], None]:
@@ -96,7 +107,7 @@ def run_units(work: list[tuple[Unit, Callable, tuple]], jobs: int, threads: int,
     context = multiprocessing.get_context("spawn")
     log_queue = context.Queue()
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_init_worker,
-                             initargs=(log_queue, threads)) as pool:
+                             initargs=(log_queue, threads, os.getpid())) as pool:
         pending: set[Future] = {pool.submit(_call, unit, fn, args) for unit, fn, args in work}
         ended: set[str] = set()  # units whose last log line has arrived
         try:
