@@ -116,3 +116,36 @@ def _cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_text()
     except OSError:
         return ""
+
+
+def _sleep(seconds: float, log) -> float:
+    log("  asleep")
+    time.sleep(seconds)
+    return seconds
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_an_interrupted_parent_ends_its_workers_at_once():
+    """SIGINT to the parent alone (`kill -INT`, not Ctrl-C's whole process group): it must not wait for the running
+    units to finish their runs."""
+    here = Path(__file__).resolve().parent
+    script = ("import sys; from advfeatures.jobs import Unit, run_units; from test_jobs import _sleep\n"
+              "work = [(Unit('p', i), _sleep, (120,)) for i in range(2)]\n"
+              "for _ in run_units(work, 2, 1, lambda line: print(line, flush=True)): pass\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=here, env={**os.environ, "PYTHONPATH": str(here)})
+    seen = 0
+    for line in proc.stdout:
+        seen += line.endswith("asleep\n")
+        if seen == 2:
+            break
+    workers = [pid for pid in _children(proc.pid) if "spawn_main" in _cmdline(pid)]
+    assert len(workers) == 2, workers
+    started = time.time()
+    os.kill(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    assert "KeyboardInterrupt" in proc.stderr.read() and time.time() - started < 30
+    assert not any("spawn_main" in _cmdline(pid) for pid in workers)

@@ -1,10 +1,15 @@
 """Independent (preset, seed) runs side by side on a CPU's cores, one worker process each.
 
 Why: the offline presets' networks are small (a 16x16 width-16 CNN, an 8x8 digit CNN), and PyTorch spreads one such
-step over two cores poorly (an attack step at batch 256 runs ~1.4x faster on 2 threads than on 1, measured in
-benchmarks/RESULTS.md, "Speed"), while two runs on one core each keep both cores busy. Every (preset, seed) already
-has its own run folder and seed, so running them at once changes no result: each writes only its own folder, under
-the run lock its parent holds. The parent assembles results and the report, as it does without workers.
+step over two cores poorly (an attack step at batch 256: ~1.4x faster on 2 threads than on 1), while two processes
+on one core each run at ~1.6x the rate of one (benchmarks/RESULTS.md, "Speed"). Every (preset, seed) already has its
+own run folder and seed, so runs at once write nothing in common: each writes only its own folder, under the run
+lock its parent holds, and the parent assembles results and the report as it does without workers.
+
+What it changes: a worker computes with cores // jobs threads, and on some CPUs the thread count changes which
+kernels run and so the floating-point summation order, and with it a seed's numbers (as running on another machine
+does; measured in RESULTS.md). The thread count of each run is fixed when it starts and recorded in results.json
+("machine"); it never changes mid-run, so the same command on the same machine gives the same numbers.
 
 Workers are spawned (not forked: a forked PyTorch with live OpenMP threads can hang), get the preset object itself
 (so a caller's changed preset is the one that runs), print nothing themselves, and send their log lines to the
@@ -101,27 +106,33 @@ def run_units(work: list[tuple[Unit, Callable, tuple]], jobs: int, threads: int,
               log: Callable[[str], None]) -> Iterator[tuple[Unit, object, float]]:
     """Run `fn(*args, log)` for every unit on `jobs` worker processes; yield (unit, result, seconds) as each ends.
 
-    `fn` must be a module-level function and `args` picklable. The first failure stops the rest (cancelling what
-    has not started) and is raised here, with its own message.
+    `fn` must be a module-level function and `args` picklable. The first failure, an interrupt of this process or a
+    caller that stops reading ends every worker at once (what finished stays cached in the run folders) and is
+    raised here, with its own message.
     """
     context = multiprocessing.get_context("spawn")
     log_queue = context.Queue()
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_init_worker,
-                             initargs=(log_queue, threads, os.getpid())) as pool:
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_init_worker,
+                               initargs=(log_queue, threads, os.getpid()))
+    try:
         pending: set[Future] = {pool.submit(_call, unit, fn, args) for unit, fn, args in work}
         ended: set[str] = set()  # units whose last log line has arrived
-        try:
-            while pending:
-                done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-                _drain(log_queue, log, ended)
-                for future in done:
-                    unit, result, seconds = future.result()
-                    _drain(log_queue, log, ended, until=unit.label)
-                    yield unit, result, seconds
-        except BaseException:
-            for future in pending:
-                future.cancel()
-            raise
+        while pending:
+            done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            _drain(log_queue, log, ended)
+            for future in done:
+                unit, result, seconds = future.result()
+                _drain(log_queue, log, ended, until=unit.label)
+                yield unit, result, seconds
+    except BaseException:
+        _drain(log_queue, log, ended=set())
+        # without this, leaving the pool would wait for every running unit to finish its whole run
+        processes = getattr(pool, "_processes", None) or {}  # private, but the only handle before Python 3.14
+        for process in list(processes.values()):
+            process.terminate()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _drain(log_queue, log: Callable[[str], None], ended: set[str], until: str | None = None) -> None:

@@ -1,0 +1,80 @@
+"""Why `reproduce --jobs` runs (preset, seed) runs side by side: one run on all the cores against one per core.
+
+    python benchmarks/speed/worker_processes.py [--steps 150] [--no-record]
+
+For each offline preset's network (synthetic: small CNN width 16 on 1x16x16; digits: small CNN width 32 on 1x8x8), the
+time of an attack step (forward + gradient to the input, batch 256, float32) measured three ways: one process on one
+thread, one process on every core (what one run gets without --jobs), and one worker process per core side by side
+on one thread each (what --jobs gives; the workers are started by advfeatures.jobs exactly as a run starts them).
+"throughput vs all-core" is how many steps per second the machine does, relative to one process on every core.
+Run it alone on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from advfeatures.jobs import Unit, run_units, usable_cores
+from advfeatures.models import build_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for common.py
+from common import add_record_option, markdown_table, record  # noqa: E402
+
+NETWORKS = {"synthetic": ({"width": 16}, 16), "digits": ({}, 8)}
+
+
+def step_ms(preset: str, steps: int, log=None) -> float:
+    """Mean time of `steps` attack steps after 10 untimed ones, in ms, on this process's threads."""
+    options, side = NETWORKS[preset]
+    model = build_model("small_cnn", in_channels=1, num_classes=10, image_size=side, **options).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    x = torch.rand(256, 1, side, side, requires_grad=True)
+    y = torch.randint(0, 10, (256,), generator=torch.Generator().manual_seed(0))
+
+    def step():
+        x.grad = None
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+
+    for _ in range(10):
+        step()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - t0) / steps * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=150, help="timed attack steps per measurement")
+    add_record_option(parser)
+    args = parser.parse_args()
+    cores = usable_cores()
+    rows, data = [], {}
+    for preset in NETWORKS:
+        torch.set_num_threads(1)
+        one = step_ms(preset, args.steps)
+        torch.set_num_threads(cores)
+        every = step_ms(preset, args.steps)
+        work = [(Unit(preset, i), step_ms, (preset, args.steps)) for i in range(cores)]
+        side_by_side = [ms for _, ms, _ in run_units(work, cores, 1, lambda line: None)]
+        each = sum(side_by_side) / len(side_by_side)
+        ratio = (cores / each) / (1 / every)
+        rows.append([preset, f"{one:.1f}", f"{every:.1f}", f"{each:.1f}", f"{ratio:.2f}x"])
+        data[preset] = {"one_thread_ms": one, "all_cores_ms": every, "workers_each_ms": side_by_side,
+                        "throughput_vs_all_cores": ratio}
+    text = markdown_table(
+        ["network", "1 process, 1 thread (ms)", f"1 process, {cores} threads (ms)",
+         f"{cores} workers side by side, each (ms)", "throughput vs all-core"], rows)
+    print(text)
+    record(__file__, text, data, title=f"attack step: one run on {cores} cores vs {cores} workers",
+           enabled=not args.no_record)
+
+
+if __name__ == "__main__":
+    main()
