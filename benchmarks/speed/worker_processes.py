@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -23,13 +22,13 @@ from advfeatures.jobs import Unit, run_units, usable_cores
 from advfeatures.models import build_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for common.py
-from common import add_record_option, markdown_table, record  # noqa: E402
+from common import add_record_option, markdown_table, record, timed  # noqa: E402
 
 NETWORKS = {"synthetic": ({"width": 16}, 16), "digits": ({}, 8)}
 
 
 def step_ms(preset: str, steps: int, log=None) -> float:
-    """Mean time of `steps` attack steps after 10 untimed ones, in ms, on this process's threads."""
+    """Time per attack step in ms, over `steps` steps after 10 untimed ones, on this process's threads."""
     options, side = NETWORKS[preset]
     model = build_model("small_cnn", in_channels=1, num_classes=10, image_size=side, **options).eval()
     for p in model.parameters():
@@ -41,16 +40,17 @@ def step_ms(preset: str, steps: int, log=None) -> float:
         x.grad = None
         torch.nn.functional.cross_entropy(model(x), y).backward()
 
+    def many():
+        for _ in range(steps):
+            step()
+
     for _ in range(10):
         step()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return (time.perf_counter() - t0) / steps * 1000
+    return timed(many, warmup=0) / steps * 1000
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=150, help="timed attack steps per measurement")
     add_record_option(parser)
     args = parser.parse_args()

@@ -20,18 +20,16 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 
 import torch
 
 from .errors import BadInputError
-
-_LOG_QUEUE = None  # in a worker: where its log lines go
 
 
 @dataclass(frozen=True)
@@ -70,11 +68,76 @@ def plan_jobs(requested: int | None, units: int, device: str, distributed: bool)
     return jobs, max(1, (cores if jobs == 1 else cores // jobs))
 
 
-def _init_worker(log_queue, threads: int, parent: int) -> None:
-    global _LOG_QUEUE
-    _LOG_QUEUE = log_queue
+def run_units(work: list[tuple[Unit, Callable, tuple]], jobs: int, threads: int,
+              log: Callable[[str], None]) -> Iterator[tuple[Unit, object, float]]:
+    """Run `fn(*args, log)` for every unit on `jobs` worker processes; yield (unit, result, seconds) as each ends.
+
+    `fn` must be a module-level function and `args` picklable. The first failure (raised here with its own message),
+    an interrupt of this process, or a caller that stops reading ends every worker at once; what finished stays
+    cached in the run folders.
+    """
+    context = multiprocessing.get_context("spawn")
+    tasks, messages = context.SimpleQueue(), context.Queue()
+    for index, (unit, fn, args) in enumerate(work):
+        tasks.put((index, unit, fn, args))
+    workers = [context.Process(target=_worker, args=(tasks, messages, threads, os.getpid()), daemon=True,
+                               name=f"advfeatures-worker-{i}") for i in range(min(jobs, len(work)))]
+    for _ in workers:
+        tasks.put(None)  # one "no more work" per worker
+    try:
+        for worker in workers:
+            worker.start()
+        remaining = len(work)
+        while remaining:
+            try:
+                kind, label, payload = messages.get(timeout=1.0)
+            except queue.Empty:
+                if not any(w.is_alive() for w in workers):
+                    raise RuntimeError("every worker process ended before its runs did (killed, or out of "
+                                       "memory?)") from None
+                continue
+            if kind == "line":
+                log(f"[{label}] {payload.strip()}")
+            elif kind == "failed":
+                raise payload
+            else:
+                remaining -= 1
+                yield payload
+    finally:
+        for worker in workers:  # daemon processes: never joined at exit, ended here whatever happened
+            if worker.is_alive():
+                worker.terminate()
+        for worker in workers:
+            if worker.pid is not None:  # started
+                worker.join(timeout=5)
+
+
+def _worker(tasks, messages, threads: int, parent: int) -> None:
+    """A worker process: takes units until told there are no more, and reports lines, results and failures on the
+    one message queue (in order, so every line of a unit arrives before its result)."""
     torch.set_num_threads(threads)
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+    while (task := tasks.get()) is not None:
+        index, unit, fn, args = task
+
+        def log(message: str, label: str = unit.label) -> None:
+            messages.put(("line", label, message))
+
+        t0 = time.perf_counter()
+        try:
+            result = fn(*args, log)
+        except Exception as err:  # the parent raises it; a failure whose exception cannot travel still names itself
+            messages.put(("failed", unit.label, _portable(err)))
+            return
+        messages.put(("done", unit.label, (unit, result, time.perf_counter() - t0)))
+
+
+def _portable(err: Exception) -> Exception:
+    try:
+        pickle.loads(pickle.dumps(err))
+        return err
+    except Exception:
+        return RuntimeError(f"{type(err).__name__}: {err}")
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -84,66 +147,3 @@ def _exit_with_parent(parent: int) -> None:
     while os.getppid() == parent:
         time.sleep(0.5)
     os._exit(1)
-
-
-def _worker_log(label: str) -> Callable[[str], None]:
-    def log(message: str) -> None:
-        _LOG_QUEUE.put((label, message))
-
-    return log
-
-
-def _call(unit: Unit, fn: Callable, args: tuple) -> tuple[Unit, object, float]:
-    t0 = time.perf_counter()
-    try:
-        result = fn(*args, _worker_log(unit.label))
-    finally:
-        _LOG_QUEUE.put((unit.label, None))  # this unit's last line: the parent shows every line before its result
-    return unit, result, time.perf_counter() - t0
-
-
-def run_units(work: list[tuple[Unit, Callable, tuple]], jobs: int, threads: int,
-              log: Callable[[str], None]) -> Iterator[tuple[Unit, object, float]]:
-    """Run `fn(*args, log)` for every unit on `jobs` worker processes; yield (unit, result, seconds) as each ends.
-
-    `fn` must be a module-level function and `args` picklable. The first failure, an interrupt of this process or a
-    caller that stops reading ends every worker at once (what finished stays cached in the run folders) and is
-    raised here, with its own message.
-    """
-    context = multiprocessing.get_context("spawn")
-    log_queue = context.Queue()
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_init_worker,
-                               initargs=(log_queue, threads, os.getpid()))
-    try:
-        pending: set[Future] = {pool.submit(_call, unit, fn, args) for unit, fn, args in work}
-        ended: set[str] = set()  # units whose last log line has arrived
-        while pending:
-            done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-            _drain(log_queue, log, ended)
-            for future in done:
-                unit, result, seconds = future.result()
-                _drain(log_queue, log, ended, until=unit.label)
-                yield unit, result, seconds
-    except BaseException:
-        _drain(log_queue, log, ended=set())
-        # without this, leaving the pool would wait for every running unit to finish its whole run
-        processes = getattr(pool, "_processes", None) or {}  # private, but the only handle before Python 3.14
-        for process in list(processes.values()):
-            process.terminate()
-        raise
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _drain(log_queue, log: Callable[[str], None], ended: set[str], until: str | None = None) -> None:
-    """Pass the workers' lines on to `log`; with `until`, wait (up to 10 s) for that unit's last line."""
-    while True:
-        waiting = until is not None and until not in ended
-        try:
-            label, message = log_queue.get(timeout=10) if waiting else log_queue.get_nowait()
-        except queue.Empty:
-            return
-        if message is None:
-            ended.add(label)
-        else:
-            log(f"[{label}] {message.strip()}")
