@@ -129,7 +129,10 @@ def test_an_interrupted_parent_ends_its_workers_at_once():
     """SIGINT to the parent alone (`kill -INT`, not Ctrl-C's whole process group): it must not wait for the running
     units to finish their runs."""
     here = Path(__file__).resolve().parent
-    script = ("import sys; from advfeatures.jobs import Unit, run_units; from test_jobs import _sleep\n"
+    # SIGINT's handler set explicitly: a shell runs background commands (`pytest &`) with SIGINT ignored, and a
+    # child inherits that
+    script = ("import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+              "from advfeatures.jobs import Unit, run_units; from test_jobs import _sleep\n"
               "work = [(Unit('p', i), _sleep, (120,)) for i in range(2)]\n"
               "for _ in run_units(work, 2, 1, lambda line: print(line, flush=True)): pass\n")
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
