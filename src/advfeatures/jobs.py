@@ -78,15 +78,15 @@ def run_units(work: list[tuple[Unit, Callable, tuple]], jobs: int, threads: int,
     """
     context = multiprocessing.get_context("spawn")
     tasks, messages = context.SimpleQueue(), context.Queue()
-    for index, (unit, fn, args) in enumerate(work):
-        tasks.put((index, unit, fn, args))
     workers = [context.Process(target=_worker, args=(tasks, messages, threads, os.getpid()), daemon=True,
                                name=f"advfeatures-worker-{i}") for i in range(min(jobs, len(work)))]
-    for _ in workers:
-        tasks.put(None)  # one "no more work" per worker
     try:
-        for worker in workers:
+        for worker in workers:  # started before any task is sent: a put into the pipe waits for a reader
             worker.start()
+        for task in work:
+            tasks.put(task)
+        for _ in workers:
+            tasks.put(None)  # one "no more work" per worker
         remaining = len(work)
         while remaining:
             try:
@@ -118,7 +118,7 @@ def _worker(tasks, messages, threads: int, parent: int) -> None:
     torch.set_num_threads(threads)
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     while (task := tasks.get()) is not None:
-        index, unit, fn, args = task
+        unit, fn, args = task
 
         def log(message: str, label: str = unit.label) -> None:
             messages.put(("line", label, message))

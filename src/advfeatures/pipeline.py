@@ -269,7 +269,7 @@ def _reproduce_locked(options: RunOptions, log, presets: list[Preset], data: dic
         log(f"{len(units)} runs ({', '.join(u.label for u in units)}) on {jobs} worker processes, "
             f"{threads} thread{'s' * (threads > 1)} each")
         for p in presets:
-            log(f"[{p.name}] {p.description}; threat model {p.threat.norm} eps {p.threat.eps}; seeds {options.seeds}")
+            log(_header(p, options.seeds))
         worker_options = dataclasses.replace(options, progress=False)  # no bars from several processes at once
         work = [(u, run_unit, (by_name[u.preset], u.seed, _seed_dir(out, u), data[u.preset], worker_options))
                 for u in units]
@@ -304,6 +304,10 @@ def run_unit(preset: Preset, seed: int, directory: Path, data: dict, options: Ru
     return run_seed(PresetRun(preset, seed, directory, data, options, log))
 
 
+def _header(p: Preset, seeds: int) -> str:
+    return f"[{p.name}] {p.description}; threat model {p.threat.norm} eps {p.threat.eps}; seeds {seeds}"
+
+
 def _seed_dir(out: Path, unit: Unit) -> Path:
     return out / unit.preset if unit.seed == 0 else out / unit.preset / "seeds" / str(unit.seed)
 
@@ -314,7 +318,7 @@ def _in_process(units: list[Unit], presets: dict[str, Preset], out: Path, data: 
     for unit in units:
         p = presets[unit.preset]
         if unit.seed == 0:
-            log(f"[{p.name}] {p.description}; threat model {p.threat.norm} eps {p.threat.eps}; seeds {options.seeds}")
+            log(_header(p, options.seeds))
         log(f" seed {unit.seed}:")
         t0 = time.perf_counter()
         result = run_unit(p, unit.seed, _seed_dir(out, unit), data[p.name], options, log)
