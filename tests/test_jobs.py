@@ -1,6 +1,6 @@
-"""(preset, seed) runs in worker processes: how many, their log lines, their errors, and that they build exactly
-what the one-process run builds (its stage records are the same: a run with --jobs 1 afterwards finds every stage
-cached)."""
+"""Stages of (preset, seed) runs in worker processes: how many workers, the task graph (order, waiting, log lines,
+errors), and that they build exactly what the one-process run builds (the same numbers at the same thread count,
+and the same stage records: a run with --jobs 1 afterwards finds every stage cached)."""
 
 import json
 import os
@@ -11,10 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from advfeatures.cli import main
 from advfeatures.errors import BadInputError
-from advfeatures.jobs import Unit, plan_jobs, run_units, usable_cores
+from advfeatures.jobs import Task, plan_jobs, run_tasks, usable_cores
 
 
 def test_plan_jobs_fills_the_cores_on_a_cpu_only():
@@ -31,44 +32,99 @@ def test_plan_jobs_fills_the_cores_on_a_cpu_only():
         plan_jobs(2, 3, "cpu", True)
 
 
-def _square(x: int, log) -> int:
+def _square(worker, x: int, log) -> int:
     log(f"  squaring {x}")
     return x * x
 
 
-def _fail(x: int, log) -> int:
+def _fail(worker, x: int, log) -> int:
     log("  about to fail")
     raise BadInputError(f"unit {x} refused its input")
 
 
-def test_run_units_returns_every_result_with_its_lines_and_raises_a_workers_error():
+def test_run_tasks_returns_every_result_with_its_lines_and_raises_a_workers_error():
     lines: list[str] = []
-    work = [(Unit("p", i), _square, (i,)) for i in range(3)]
-    results = {unit.seed: value for unit, value, seconds in run_units(work, 2, 1, lines.append)}
+    tasks = [Task(i, f"p seed {i}", _square, (i,)) for i in range(3)]
+    results = {key: value for key, value, seconds in run_tasks(tasks, 2, 1, lines.append)}
     assert results == {0: 0, 1: 1, 2: 4}
     assert sorted(lines) == [f"[p seed {i}] squaring {i}" for i in range(3)]
     with pytest.raises(BadInputError, match="unit 7 refused its input"):
-        list(run_units([(Unit("p", 7), _fail, (7,))], 1, 1, lines.append))
+        list(run_tasks([Task(7, "p seed 7", _fail, (7,))], 1, 1, lines.append))
     assert "[p seed 7] about to fail" in lines
+
+
+def _write_later(worker, path: str, log) -> str:
+    time.sleep(0.5)
+    Path(path).write_text(worker.shared)
+    return "wrote"
+
+
+def _read(worker, path: str, log) -> str:
+    worker.memo["reads"] = worker.memo.get("reads", 0) + 1
+    return f"{Path(path).read_text()} {worker.memo['reads']}"
+
+
+def test_a_task_starts_only_after_the_tasks_it_waits_for(tmp_path):
+    """The reader would fail (no file) if it ran before the slow writer ended, though a second worker is free;
+    every worker gets the shared inputs, and its memo outlives a task."""
+    first, second = str(tmp_path / "a"), str(tmp_path / "b")
+    tasks = [Task("write a", "w", _write_later, (first,)), Task("read a", "r", _read, (first,), after=("write a",)),
+             Task("write b", "w", _write_later, (second,)),
+             Task("read b", "r", _read, (second,), after=("write b", "read a"))]
+    ended = [(key, value) for key, value, _ in run_tasks(tasks, 2, 1, lambda line: None, shared="shared")]
+    assert [key for key, _ in ended].index("read a") > [key for key, _ in ended].index("write a")
+    assert [key for key, _ in ended][-1] == "read b"
+    values = dict(ended)
+    assert values["read a"].startswith("shared ") and values["read b"].startswith("shared ")
+    with pytest.raises(ValueError, match="unknown"):
+        list(run_tasks([Task("x", "x", _square, (1,), after=("y",))], 1, 1, print))
+    with pytest.raises(ValueError, match="cycle"):
+        list(run_tasks([Task("x", "x", _square, (1,), after=("y",)), Task("y", "y", _square, (1,), after=("x",))],
+                       1, 1, print))
 
 
 def test_parallel_runs_build_what_one_process_builds(tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["reproduce", "--preset", "synthetic,digits", "--quick", "--no-progress", "--no-theory", "--no-followups",
-            "--seeds", "2", "--out", str(out)]
-    assert main([*argv, "--jobs", "2"]) == 0
+            "--seeds", "2"]
+    assert main([*argv, "--out", str(out), "--jobs", "2"]) == 0
     log = capsys.readouterr().out
-    assert "4 runs" in log and "on 2 worker processes" in log
+    assert "4 runs" in log and "on 2 worker processes, 1 thread each" in log
     for preset in ("synthetic", "digits"):
         results = json.loads((out / preset / "results.json").read_text())
         assert results["seeds"] == [0, 1] and set(results["accuracy"]) >= {"D", "D_adv", "D_R", "D_NR"}
         for seed in (0, 1):
             assert any(line.startswith(f"[{preset} seed {seed}] D_adv ") for line in log.splitlines()), log
     assert (out / "report.html").is_file() and "still running" not in (out / "results.md").read_text()
+    # the same numbers as one process running every stage in order on the same thread count: no stage depends on
+    # which worker ran it or what ran before it there
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main([*argv, "--out", str(tmp_path / "serial"), "--jobs", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    capsys.readouterr()
+    for preset in ("synthetic", "digits"):
+        parallel, serial = (json.loads((folder / preset / "results.json").read_text())["per_seed"]
+                            for folder in (out, tmp_path / "serial"))
+        for a, b in zip(parallel, serial, strict=True):
+            for part in ("accuracy", "construction", "attack_check", "transfer", "robust_source"):
+                assert _numbers(a[part]) == _numbers(b[part]), (preset, part)
+            assert list(a["seconds"]) == list(b["seconds"])  # every stage, in stage order
     # the same stage records, keys and files as the in-process path: nothing runs again
-    assert main([*argv, "--jobs", "1"]) == 0
+    assert main([*argv, "--out", str(out), "--jobs", "1"]) == 0
     stages = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  ")]
     assert len(stages) > 20 and all(line.endswith("cached") for line in stages), stages
+
+
+def _numbers(tree):
+    """A result without its timings."""
+    if isinstance(tree, dict):
+        return {k: _numbers(v) for k, v in tree.items() if "seconds" not in k}
+    if isinstance(tree, list):
+        return [_numbers(v) for v in tree]
+    return tree
 
 
 def test_jobs_must_be_positive(capsys, tmp_path):
@@ -118,7 +174,7 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-def _sleep(seconds: float, log) -> float:
+def _sleep(worker, seconds: float, log) -> float:
     log("  asleep")
     time.sleep(seconds)
     return seconds
@@ -127,14 +183,14 @@ def _sleep(seconds: float, log) -> float:
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
 def test_an_interrupted_parent_ends_its_workers_at_once():
     """SIGINT to the parent alone (`kill -INT`, not Ctrl-C's whole process group): it must not wait for the running
-    units to finish their runs."""
+    tasks to finish."""
     here = Path(__file__).resolve().parent
     # SIGINT's handler set explicitly: a shell runs background commands (`pytest &`) with SIGINT ignored, and a
     # child inherits that
     script = ("import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
-              "from advfeatures.jobs import Unit, run_units; from test_jobs import _sleep\n"
-              "work = [(Unit('p', i), _sleep, (120,)) for i in range(2)]\n"
-              "for _ in run_units(work, 2, 1, lambda line: print(line, flush=True)): pass\n")
+              "from advfeatures.jobs import Task, run_tasks; from test_jobs import _sleep\n"
+              "tasks = [Task(i, f'p seed {i}', _sleep, (120,)) for i in range(2)]\n"
+              "for _ in run_tasks(tasks, 2, 1, lambda line: print(line, flush=True)): pass\n")
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, cwd=here, env={**os.environ, "PYTHONPATH": str(here)})
     seen = 0

@@ -1,4 +1,4 @@
-"""Why `reproduce --jobs` runs (preset, seed) runs side by side: one run on all the cores against one per core.
+"""Why `reproduce --jobs` runs stages in worker processes: one run on all the cores against one worker per core.
 
     python benchmarks/speed/worker_processes.py [--steps 150] [--no-record]
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from advfeatures.jobs import Unit, run_units, usable_cores
+from advfeatures.jobs import Task, run_tasks, usable_cores
 from advfeatures.models import build_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for common.py
@@ -49,6 +49,11 @@ def step_ms(preset: str, steps: int, log=None) -> float:
     return timed(many, warmup=0) / steps * 1000
 
 
+def _worker_step_ms(worker, preset: str, steps: int, log) -> float:
+    """step_ms in a worker process (jobs.run_tasks' calling convention)."""
+    return step_ms(preset, steps)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=150, help="timed attack steps per measurement")
@@ -61,8 +66,8 @@ def main() -> None:
         one = step_ms(preset, args.steps)
         torch.set_num_threads(cores)
         every = step_ms(preset, args.steps)
-        work = [(Unit(preset, i), step_ms, (preset, args.steps)) for i in range(cores)]
-        side_by_side = [ms for _, ms, _ in run_units(work, cores, 1, lambda line: None)]
+        tasks = [Task(i, f"{preset} {i}", _worker_step_ms, (preset, args.steps)) for i in range(cores)]
+        side_by_side = [ms for _, ms, _ in run_tasks(tasks, cores, 1, lambda line: None)]
         each = sum(side_by_side) / len(side_by_side)
         ratio = (cores / each) / (1 / every)
         rows.append([preset, f"{one:.1f}", f"{every:.1f}", f"{each:.1f}", f"{ratio:.2f}x"])

@@ -62,10 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seeds", type=int, default=1, help="repeat the whole pipeline with N seeds (default: 1)")
     r.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     r.add_argument("--jobs", type=_jobs, default=None, metavar="N",
-                   help="on a CPU, run up to N (preset, seed) runs at once in worker processes, sharing the cores "
-                        "(default: one per core, up to the number of runs; 1 on a GPU). Small networks use two cores "
-                        "better as two runs than as one; each run gets cores/N threads, which (like another machine) "
-                        "can change a seed's floating-point results; the count is recorded in results.json")
+                   help="on a CPU, N worker processes sharing the cores, each taking the next stage of any (preset, "
+                        "seed) run whose inputs are ready (default: one per core, up to the number of runs; 1 on a "
+                        "GPU). Small networks use two cores better as two processes than as one; each gets cores/N "
+                        "threads, which (like another machine) can change a seed's floating-point results; the count "
+                        "is recorded in results.json")
     r.add_argument("--data-root", help="folder with real datasets (cifar10, restricted_imagenet)")
     r.add_argument("--download", action="store_true", help="download missing real datasets into --data-root")
     r.add_argument("--released", type=Path,

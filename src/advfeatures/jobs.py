@@ -1,19 +1,21 @@
-"""Independent (preset, seed) runs side by side on a CPU's cores, one worker process each.
+"""Work on a CPU's cores in worker processes: the stages of (preset, seed) runs as a task graph.
 
 Why: the offline presets' networks are small (a 16x16 width-16 CNN, an 8x8 digit CNN), and PyTorch spreads one such
 step over two cores poorly (an attack step at batch 256: ~1.4x faster on 2 threads than on 1), while two processes
-on one core each run at ~1.6x the rate of one (benchmarks/RESULTS.md, "Speed"). Every (preset, seed) already has its
-own run folder and seed, so runs at once write nothing in common: each writes only its own folder, under the run
-lock its parent holds, and the parent assembles results and the report as it does without workers.
+on one core each run at ~1.6x the rate of one (benchmarks/RESULTS.md, "Speed"). Whole runs side by side left one
+core idle once the shorter run ended (the presets are unequal), so a worker takes a *stage*: the next one, in the
+caller's order, whose upstream stages have all ended, of whichever run. Each stage reads what it builds on from the
+run folder (its records and artefacts), seeds itself, and writes only its own files, so which worker runs it, and
+after what, changes nothing it computes.
 
-What it changes: a worker computes with cores // jobs threads, and on some CPUs the thread count changes which
+What it does change: a worker computes with cores // jobs threads, and on some CPUs the thread count changes which
 kernels run and so the floating-point summation order, and with it a seed's numbers (as running on another machine
-does; measured in RESULTS.md). The thread count of each run is fixed when it starts and recorded in results.json
-("machine"); it never changes mid-run, so the same command on the same machine gives the same numbers.
+does; measured in RESULTS.md). The thread count is fixed for the whole command and recorded in results.json
+("machine"), so the same command on the same machine gives the same numbers.
 
-Workers are spawned (not forked: a forked PyTorch with live OpenMP threads can hang), get the preset object itself
-(so a caller's changed preset is the one that runs), print nothing themselves, and send their log lines to the
-parent, which prefixes each with its run, so interleaved lines stay readable.
+Workers are spawned (not forked: a forked PyTorch with live OpenMP threads can hang), get the shared inputs once
+when they start (the presets and their data), print nothing themselves, and send their log lines to the parent,
+which prefixes each with its task's label, so interleaved lines stay readable.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ import pickle
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Iterator
+from dataclasses import dataclass, field
 
 import torch
 
@@ -34,7 +36,7 @@ from .errors import BadInputError
 
 @dataclass(frozen=True)
 class Unit:
-    """One seed of one preset: the smallest piece of a run that is independent of every other."""
+    """One seed of one preset: its own run folder and seed, independent of every other."""
 
     preset: str
     seed: int
@@ -42,6 +44,27 @@ class Unit:
     @property
     def label(self) -> str:
         return f"{self.preset} seed {self.seed}"
+
+
+@dataclass(frozen=True)
+class Task:
+    """One piece of work for a worker: `fn(worker, *args, log)`, handed out once every task named in `after` has
+    ended. `fn` must be a module-level function and `args` picklable."""
+
+    key: Hashable
+    label: str  # the prefix of its log lines
+    fn: Callable
+    args: tuple = ()
+    after: tuple[Hashable, ...] = ()
+
+
+@dataclass
+class Worker:
+    """What a task's function gets besides its arguments: the inputs every task shares (sent once per worker) and
+    a dict that lives as long as the worker (to keep what later tasks can reuse)."""
+
+    shared: object = None
+    memo: dict = field(default_factory=dict)
 
 
 def usable_cores() -> int:
@@ -53,8 +76,8 @@ def usable_cores() -> int:
 
 
 def plan_jobs(requested: int | None, units: int, device: str, distributed: bool) -> tuple[int, int]:
-    """(worker processes, torch threads in each). None: as many workers as cores and units allow on a CPU, one
-    process on a GPU or under torchrun (their parallelism is elsewhere)."""
+    """(worker processes, torch threads in each). None: as many workers as cores and (preset, seed) runs allow on
+    a CPU, one process on a GPU or under torchrun (their parallelism is elsewhere)."""
     if requested is not None and requested < 1:
         raise BadInputError(f"--jobs must be at least 1, got {requested}")
     cores = usable_cores()
@@ -68,32 +91,43 @@ def plan_jobs(requested: int | None, units: int, device: str, distributed: bool)
     return jobs, max(1, (cores if jobs == 1 else cores // jobs))
 
 
-def run_units(work: list[tuple[Unit, Callable, tuple]], jobs: int, threads: int,
-              log: Callable[[str], None]) -> Iterator[tuple[Unit, object, float]]:
-    """Run `fn(*args, log)` for every unit on `jobs` worker processes; yield (unit, result, seconds) as each ends.
+def run_tasks(tasks: list[Task], jobs: int, threads: int, log: Callable[[str], None],
+              shared: object = None) -> Iterator[tuple[Hashable, object, float]]:
+    """Run the tasks on `jobs` worker processes, each ready task in the order given; yield (key, result, seconds)
+    as each ends.
 
-    `fn` must be a module-level function and `args` picklable. The first failure (raised here with its own message),
-    an interrupt of this process, or a caller that stops reading ends every worker at once; what finished stays
-    cached in the run folders.
+    The first failure (raised here with its own message), an interrupt of this process, or a caller that stops
+    reading ends every worker at once; what finished stays where its task wrote it.
     """
+    keys = [t.key for t in tasks]
+    if len(set(keys)) != len(keys):
+        raise ValueError("task keys must be unique")
+    unknown = {a for t in tasks for a in t.after} - set(keys)
+    if unknown:
+        raise ValueError(f"tasks wait for unknown tasks: {sorted(map(str, unknown))}")
     context = multiprocessing.get_context("spawn")
-    tasks, messages = context.SimpleQueue(), context.Queue()
-    workers = [context.Process(target=_worker, args=(tasks, messages, threads, os.getpid()), daemon=True,
-                               name=f"advfeatures-worker-{i}") for i in range(min(jobs, len(work)))]
+    inbox, messages = context.SimpleQueue(), context.Queue()
+    workers = [context.Process(target=_worker, args=(inbox, messages, threads, os.getpid(), shared), daemon=True,
+                               name=f"advfeatures-worker-{i}") for i in range(max(1, min(jobs, len(tasks))))]
+    waiting, ended, running = list(tasks), set(), 0
     try:
         for worker in workers:  # started before any task is sent: a put into the pipe waits for a reader
             worker.start()
-        for task in work:
-            tasks.put(task)
-        for _ in workers:
-            tasks.put(None)  # one "no more work" per worker
-        remaining = len(work)
-        while remaining:
+        while waiting or running:
+            while running < len(workers):  # at most one task per worker in flight: the order given is kept
+                ready = next((t for t in waiting if all(a in ended for a in t.after)), None)
+                if ready is None:
+                    break
+                waiting.remove(ready)
+                inbox.put(ready)
+                running += 1
+            if not running:
+                raise ValueError("tasks wait for each other in a cycle")
             try:
                 kind, label, payload = messages.get(timeout=1.0)
             except queue.Empty:
                 if not any(w.is_alive() for w in workers):
-                    raise RuntimeError("every worker process ended before its runs did (killed, or out of "
+                    raise RuntimeError("every worker process ended before its tasks did (killed, or out of "
                                        "memory?)") from None
                 continue
             if kind == "line":
@@ -101,8 +135,10 @@ def run_units(work: list[tuple[Unit, Callable, tuple]], jobs: int, threads: int,
             elif kind == "failed":
                 raise payload
             else:
-                remaining -= 1
-                yield payload
+                key, result, seconds = payload
+                ended.add(key)
+                running -= 1
+                yield key, result, seconds
     finally:
         for worker in workers:  # daemon processes: never joined at exit, ended here whatever happened
             if worker.is_alive():
@@ -112,24 +148,25 @@ def run_units(work: list[tuple[Unit, Callable, tuple]], jobs: int, threads: int,
                 worker.join(timeout=5)
 
 
-def _worker(tasks, messages, threads: int, parent: int) -> None:
-    """A worker process: takes units until told there are no more, and reports lines, results and failures on the
-    one message queue (in order, so every line of a unit arrives before its result)."""
+def _worker(inbox, messages, threads: int, parent: int, shared: object) -> None:
+    """A worker process: runs tasks until its parent ends it, and reports lines, results and failures on the one
+    message queue (in order, so every line of a task arrives before its result)."""
     torch.set_num_threads(threads)
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
-    while (task := tasks.get()) is not None:
-        unit, fn, args = task
+    worker = Worker(shared)
+    while True:
+        task = inbox.get()
 
-        def log(message: str, label: str = unit.label) -> None:
+        def log(message: str, label: str = task.label) -> None:
             messages.put(("line", label, message))
 
         t0 = time.perf_counter()
         try:
-            result = fn(*args, log)
+            result = task.fn(worker, *task.args, log)
         except Exception as err:  # the parent raises it; a failure whose exception cannot travel still names itself
-            messages.put(("failed", unit.label, _portable(err)))
+            messages.put(("failed", task.label, _portable(err)))
             return
-        messages.put(("done", unit.label, (unit, result, time.perf_counter() - t0)))
+        messages.put(("done", task.label, (task.key, result, time.perf_counter() - t0)))
 
 
 def _portable(err: Exception) -> Exception:

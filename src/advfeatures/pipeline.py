@@ -32,7 +32,7 @@ from .experiments.sources import stages as sources
 from .experiments.theory.stages import run_theory_stage
 from .experiments.transfer import stages as transfer
 from .io import write_json_atomic
-from .jobs import Unit, plan_jobs, run_units
+from .jobs import Task, Unit, Worker, plan_jobs, run_tasks
 from .presets import DEFAULT_PRESETS, Preset, get_preset
 from .results import format_table, machine_record, new_seed_results, place, preset_results
 from .runfolder import Stage, changed_presets, check_out_dir, write_manifest
@@ -144,17 +144,28 @@ def apply_overrides(preset: Preset, ov: Overrides) -> Preset:
 # ---------------------------------------------------------------- one seed
 
 
+def active_stages(run: PresetRun, stages: tuple[Stage, ...] = STAGES) -> list[Stage]:
+    """The stages that run for this seed, in order (a stage whose `when` is false for it is left out)."""
+    return [stage for stage in stages if stage.active(run)]
+
+
 def run_seed(run: PresetRun, stages: tuple[Stage, ...] = STAGES) -> dict:
     """Every active stage in order (cached where its record still holds); the seed's results."""
+    done = {stage.name: run.cache.run_stage(stage, run) for stage in active_stages(run, stages)}
+    return seed_results(run, done, dict(run.cache.seconds), stages)
+
+
+def seed_results(run: PresetRun, done: dict[str, dict], seconds: dict[str, float],
+                 stages: tuple[Stage, ...] = STAGES) -> dict:
+    """One seed's results from its stages' results (`done`, by stage name) and seconds (by record name), wherever
+    the stages ran."""
     results = new_seed_results()
-    for stage in stages:
-        if stage.active(run):
-            result = run.cache.run_stage(stage, run)
-            if stage.into:
-                place(results, stage.into, result)
+    for stage in active_stages(run, stages):
+        if stage.into and stage.name in done:
+            place(results, stage.into, done[stage.name])
     if run.autoattack_beside_ours:
         attack_check.autoattack_beside_ours(results)
-    results["seconds"] = dict(run.cache.seconds)
+    results["seconds"] = seconds
     results["precision"] = "bf16 autocast (training, construction); float32 evaluation" if run.amp else "float32"
     return results
 
@@ -266,14 +277,7 @@ def _reproduce_locked(options: RunOptions, log, presets: list[Preset], data: dic
     seconds: dict[str, float] = {p.name: 0.0 for p in presets}
     all_results: dict[str, dict] = {}
     if jobs > 1:
-        log(f"{len(units)} runs ({', '.join(u.label for u in units)}) on {jobs} worker processes, "
-            f"{threads} thread{'s' * (threads > 1)} each")
-        for p in presets:
-            log(_header(p, options.seeds))
-        worker_options = dataclasses.replace(options, progress=False)  # no bars from several processes at once
-        work = [(u, run_unit, (by_name[u.preset], u.seed, _seed_dir(out, u), data[u.preset], worker_options))
-                for u in units]
-        finished = run_units(work, jobs, threads, log)
+        finished = _in_workers(units, by_name, out, data, options, jobs, threads, log)
     else:
         finished = _in_process(units, by_name, out, data, options, log)
     for unit, result, unit_seconds in finished:
@@ -298,12 +302,6 @@ def _reproduce_locked(options: RunOptions, log, presets: list[Preset], data: dic
     return {q.name: all_results[q.name] for q in presets}
 
 
-def run_unit(preset: Preset, seed: int, directory: Path, data: dict, options: RunOptions,
-             log: Callable[[str], None]) -> dict:
-    """One seed of one preset in its own folder: what a worker process runs (jobs.py)."""
-    return run_seed(PresetRun(preset, seed, directory, data, options, log))
-
-
 def _header(p: Preset, seeds: int) -> str:
     return f"[{p.name}] {p.description}; threat model {p.threat.norm} eps {p.threat.eps}; seeds {seeds}"
 
@@ -314,15 +312,79 @@ def _seed_dir(out: Path, unit: Unit) -> Path:
 
 def _in_process(units: list[Unit], presets: dict[str, Preset], out: Path, data: dict, options: RunOptions,
                 log: Callable[[str], None]):
-    """The units one after another in this process (one core's worth of work, a GPU, or torchrun ranks)."""
+    """The units one after another in this process (one core's worth of work, a GPU, or torchrun ranks); yields
+    (unit, its results, seconds) as each ends."""
     for unit in units:
         p = presets[unit.preset]
         if unit.seed == 0:
             log(_header(p, options.seeds))
         log(f" seed {unit.seed}:")
         t0 = time.perf_counter()
-        result = run_unit(p, unit.seed, _seed_dir(out, unit), data[p.name], options, log)
+        result = run_seed(PresetRun(p, unit.seed, _seed_dir(out, unit), data[p.name], options, log))
         yield unit, result, time.perf_counter() - t0
+
+
+def _in_workers(units: list[Unit], presets: dict[str, Preset], out: Path, data: dict, options: RunOptions,
+                jobs: int, threads: int, log: Callable[[str], None]):
+    """Every unit's stages as tasks on `jobs` worker processes (jobs.py): each worker takes the next stage, in
+    stage order and then unit order, whose upstream stages have ended. Yields (unit, its results, the sum of its
+    stages' seconds) as each unit's last stage ends."""
+    worker_options = dataclasses.replace(options, progress=False)  # no bars from several processes at once
+    runs = {u: PresetRun(presets[u.preset], u.seed, _seed_dir(out, u), data[u.preset], worker_options, log)
+            for u in units}
+    active = {u: active_stages(runs[u]) for u in units}
+    order = {stage.name: i for i, stage in enumerate(STAGES)}
+    tasks = []
+    for u in units:
+        provider = {stage.output: stage.name for stage in active[u]}
+        for stage in active[u]:
+            tasks.append(Task((u, stage.name), u.label, _stage_task, (u, stage.name),
+                              after=tuple((u, provider[n]) for n in stage.needs)))
+    tasks.sort(key=lambda t: order[t.key[1]])  # stable: unit order within a stage
+    log(f"{len(units)} runs ({', '.join(u.label for u in units)}): {len(tasks)} stages on {jobs} worker "
+        f"processes, {threads} thread{'s' * (threads > 1)} each")
+    for p in presets.values():
+        log(_header(p, options.seeds))
+    shared = {u: (presets[u.preset], _seed_dir(out, u), data[u.preset], worker_options) for u in units}
+    done: dict[Unit, dict[str, tuple[dict, str, float]]] = {u: {} for u in units}
+    for (unit, name), (result, record, stage_seconds), _ in run_tasks(tasks, jobs, threads, log, shared):
+        done[unit][name] = (result, record, stage_seconds)
+        if len(done[unit]) == len(active[unit]):
+            ended = done[unit]
+            record_seconds = {ended[s.name][1]: ended[s.name][2] for s in active[unit]}  # in stage order
+            results = seed_results(runs[unit], {n: r for n, (r, _, _) in ended.items()}, record_seconds)
+            yield unit, results, sum(record_seconds.values())
+
+
+def _stage_task(worker: Worker, unit: Unit, name: str, log: Callable[[str], None]) -> tuple[dict, str, float]:
+    """In a worker process: one stage of one unit; (its result, its record's name, its seconds). The stages it
+    builds on have ended (in this worker or another): their records are loaded, quietly, in stage order."""
+    runs = worker.memo.setdefault("runs", {})
+    if unit not in runs:
+        preset, directory, data, options = worker.shared[unit]
+        runs[unit] = PresetRun(preset, unit.seed, directory, data, options, log)
+    run = runs[unit]
+    stages = active_stages(run)
+    stage = next(s for s in stages if s.name == name)
+    for upstream in _upstream(stage, stages):
+        if upstream.output not in run.cache.builds:
+            run.cache.run_stage(upstream, run, finished=True)
+    result = run.cache.run_stage(stage, run)
+    record = stage.record(run) if stage.record else stage.name
+    return result, record, run.cache.seconds[record]
+
+
+def _upstream(stage: Stage, stages: list[Stage]) -> list[Stage]:
+    """Every stage `stage` builds on, directly or not, in stage order."""
+    by_output = {s.output: s for s in stages}
+    needed: set[str] = set()
+    pending = list(stage.needs)
+    while pending:
+        output = pending.pop()
+        if output not in needed:
+            needed.add(output)
+            pending.extend(by_output[output].needs)
+    return [s for s in stages if s.output in needed]
 
 
 def _silent(message: str) -> None:

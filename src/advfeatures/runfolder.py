@@ -103,8 +103,10 @@ class StageCache:
         self.results: dict[str, dict] = {}
         self.status_seconds = status_seconds  # a "still running" line this often (None: never; progress bars)
 
-    def run_stage(self, stage: Stage, run) -> dict:
-        """Run (or load) a declared stage of `run`, a PresetRun (`settings`, `reading`, `seed`)."""
+    def run_stage(self, stage: Stage, run, *, finished: bool = False) -> dict:
+        """Run (or load) a declared stage of `run`, a PresetRun (`settings`, `reading`, `seed`). `finished`: the
+        stage has ended elsewhere (another worker process), so its record is loaded quietly, and a record that is
+        missing or stale is an error instead of a reason to compute it again."""
         missing = [n for n in stage.needs if n not in self.builds]
         if missing:  # a declaration error, never a user's
             raise RuntimeError(f"stage {stage.name} needs {missing}, which did not run before it")
@@ -121,11 +123,12 @@ class StageCache:
         validate = (lambda result: stage.validate(run, result)) if stage.validate else None
         identity = (lambda result: stage.identity(run, result)) if stage.identity else None
         return self.run(name, compute, reads=reads, upstream=upstream, validate=validate, identity=identity,
-                        main_only=stage.main_only, output=stage.output)
+                        main_only=stage.main_only, output=stage.output, finished=finished)
 
     def run(self, name: str, compute: Callable[[], dict], *, reads: dict | None = None,
             upstream: dict[str, str] | None = None, validate: Callable[[dict], None] | None = None,
-            identity: Callable[[dict], str] | None = None, main_only: bool = False, output: str | None = None) -> dict:
+            identity: Callable[[dict], str] | None = None, main_only: bool = False, output: str | None = None,
+            finished: bool = False) -> dict:
         """Load the record stages/NAME.json if it has the key of (`reads`, `upstream`) and `validate(result)` passes;
         else compute, write the record (rank 0) and give the stage a new build (or `identity(result)`)."""
         reads, upstream = reads or {}, upstream or {}
@@ -144,7 +147,11 @@ class StageCache:
             except BadInputError as err:  # corrupt record or missing artefact: never trust, rebuild
                 data, problem = None, f"cached record unusable ({err}); rebuilding"
         if self.group.all_agree(data is not None):
-            return self._done(name, output, data["result"], data["build"], data.get("seconds", 0.0), cached=True)
+            return self._done(name, output, data["result"], data["build"], data.get("seconds", 0.0), cached=True,
+                              quiet=finished)
+        if finished:  # never computed twice at once: the worker that ran it left no usable record
+            raise RuntimeError(f"stage {name} ended in another worker but its record is unusable: "
+                               f"{problem or 'missing'}")
         if problem is not None:
             self.log(f"  {name:<16} {problem}")
         self.group.barrier()  # every rank has read the record before rank 0 removes it
@@ -164,10 +171,12 @@ class StageCache:
             result, seconds = written["result"], written["seconds"]
         return self._done(name, output, result, written["build"], seconds, cached=False)
 
-    def _done(self, name: str, output: str | None, result: dict, build: str, seconds: float, cached: bool) -> dict:
+    def _done(self, name: str, output: str | None, result: dict, build: str, seconds: float, cached: bool,
+              quiet: bool = False) -> dict:
         self.seconds[name] = seconds
         self.builds[output or name], self.results[output or name] = build, result
-        self.log(f"  {name:<16} cached" if cached else f"  {name:<16} {seconds:6.1f}s  {summarise(result)}")
+        if not quiet:
+            self.log(f"  {name:<16} cached" if cached else f"  {name:<16} {seconds:6.1f}s  {summarise(result)}")
         return result
 
 
