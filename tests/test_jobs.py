@@ -208,3 +208,27 @@ def test_an_interrupted_parent_ends_its_workers_at_once():
         proc.kill()
     assert "KeyboardInterrupt" in proc.stderr.read() and time.time() - started < 30
     assert not any("spawn_main" in _cmdline(pid) for pid in workers)
+
+
+def _declared(name: str, needs: tuple[str, ...] = ()):
+    from advfeatures.runfolder import Stage
+
+    return Stage(name, lambda run, upstream: {}, needs=needs)
+
+
+def test_stage_tasks_wait_for_their_inputs_and_start_the_long_chains_first():
+    """Ready stages go to workers by how many stages build on them, then by run, then by stage order."""
+    from advfeatures.jobs import Unit
+    from advfeatures.pipeline import stage_tasks
+
+    stages = [_declared("D"), _declared("D_adv"), _declared("construct", ("D",)), _declared("model", ("construct",)),
+              _declared("robust_use", ("D_adv",)), _declared("check", ("D", "D_adv", "model")), _declared("toy")]
+    a, b = Unit("a", 0), Unit("b", 0)
+    tasks = stage_tasks({a: stages, b: stages})
+    order = [t.key for t in tasks]
+    # D: 3 build on it (construct, model, check); D_adv 2; construct 2; model 1; the rest 0
+    assert order[:6] == [(a, "D"), (b, "D"), (a, "D_adv"), (a, "construct"), (b, "D_adv"), (b, "construct")]
+    assert order[-2:] == [(b, "check"), (b, "toy")]
+    after = {t.key: t.after for t in tasks}
+    assert after[(a, "check")] == ((a, "D"), (a, "D_adv"), (a, "model")) and after[(b, "toy")] == ()
+    assert {t.label for t in tasks} == {"a seed 0", "b seed 0"}

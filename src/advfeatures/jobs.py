@@ -139,6 +139,10 @@ def run_tasks(tasks: list[Task], jobs: int, threads: int, log: Callable[[str], N
                 ended.add(key)
                 running -= 1
                 yield key, result, seconds
+        for _ in workers:  # every task ended: each worker leaves its loop (a terminated one would leave its
+            inbox.put(None)  # queue semaphores to the resource tracker's warning at exit)
+        for worker in workers:
+            worker.join(timeout=10)
     finally:
         for worker in workers:  # daemon processes: never joined at exit, ended here whatever happened
             if worker.is_alive():
@@ -149,13 +153,12 @@ def run_tasks(tasks: list[Task], jobs: int, threads: int, log: Callable[[str], N
 
 
 def _worker(inbox, messages, threads: int, parent: int, shared: object) -> None:
-    """A worker process: runs tasks until its parent ends it, and reports lines, results and failures on the one
-    message queue (in order, so every line of a task arrives before its result)."""
+    """A worker process: runs tasks until told there are no more, and reports lines, results and failures on the
+    one message queue (in order, so every line of a task arrives before its result)."""
     torch.set_num_threads(threads)
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     worker = Worker(shared)
-    while True:
-        task = inbox.get()
+    while (task := inbox.get()) is not None:
 
         def log(message: str, label: str = task.label) -> None:
             messages.put(("line", label, message))
