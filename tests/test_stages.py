@@ -136,6 +136,23 @@ def test_an_undeclared_read_fails_and_writes_no_record(preset_and_data, tmp_path
         run_toy(preset, data, tmp_path, (Stage("typo", lambda run, up: {}, reads=("evalution",)),))
 
 
+def test_a_stage_finished_elsewhere_is_loaded_quietly_and_never_computed_twice(preset_and_data, tmp_path):
+    """What a worker process does with the stages a task builds on (pipeline._stage_task): load their records
+    without a log line; a record that is missing or stale is an error, not a reason to compute the stage again."""
+    preset, data = preset_and_data
+    calls = []
+    stages = toy_stages(calls)
+    run_toy(preset, data, tmp_path, stages)
+    log: list[str] = []
+    run = PresetRun(preset, 0, tmp_path, data, RunOptions(out=tmp_path, progress=False), log.append)
+    assert run.cache.run_stage(stages[0], run, finished=True) == {"value": 5}
+    assert log == [] and calls == ["a", "b", "c", "d", "e"]
+    (tmp_path / "stages" / "b.json").unlink()
+    with pytest.raises(RuntimeError, match="stage b ended in another worker but its record is unusable"):
+        run.cache.run_stage(stages[1], run, finished=True)
+    assert calls == ["a", "b", "c", "d", "e"]
+
+
 def test_the_real_declarations_form_a_graph_in_order():
     """Every stage's upstream stages come before it, each name is provided once per variant, and every declared
     setting exists."""
