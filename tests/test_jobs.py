@@ -24,7 +24,7 @@ def test_plan_jobs_fills_the_cores_on_a_cpu_only():
     assert plan_jobs(None, 1, "cpu", False) == (1, cores)  # one run: all the cores in this process
     assert plan_jobs(None, 6, "cuda", False) == (1, cores)  # a GPU's parallelism is inside each run
     assert plan_jobs(None, 6, "cpu", True) == (1, cores)  # torchrun: its ranks are the processes
-    assert plan_jobs(8, 3, "cpu", False)[0] == 3  # never more workers than runs
+    assert plan_jobs(2, 1, "cpu", False) == (2, max(1, cores // 2))  # asked for: one run's stages on two workers
     assert plan_jobs(1, 3, "cpu", False) == (1, cores)
     with pytest.raises(BadInputError, match="--jobs"):
         plan_jobs(0, 3, "cpu", False)

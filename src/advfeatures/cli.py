@@ -64,9 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--jobs", type=_jobs, default=None, metavar="N",
                    help="on a CPU, N worker processes sharing the cores, each taking the next stage of any (preset, "
                         "seed) run whose inputs are ready (default: one per core, up to the number of runs; 1 on a "
-                        "GPU). Small networks use two cores better as two processes than as one; each gets cores/N "
-                        "threads, which (like another machine) can change a seed's floating-point results; the count "
-                        "is recorded in results.json")
+                        "GPU; N above the number of runs also splits one run's independent stages). Small networks "
+                        "use two cores better as two processes than as one; each gets cores/N threads, which (like "
+                        "another machine) can change a seed's floating-point results; the count is recorded in "
+                        "results.json")
     r.add_argument("--data-root", help="folder with real datasets (cifar10, restricted_imagenet)")
     r.add_argument("--download", action="store_true", help="download missing real datasets into --data-root")
     r.add_argument("--released", type=Path,

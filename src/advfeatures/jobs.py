@@ -77,7 +77,8 @@ def usable_cores() -> int:
 
 def plan_jobs(requested: int | None, units: int, device: str, distributed: bool) -> tuple[int, int]:
     """(worker processes, torch threads in each). None: as many workers as cores and (preset, seed) runs allow on
-    a CPU, one process on a GPU or under torchrun (their parallelism is elsewhere)."""
+    a CPU, one process on a GPU or under torchrun (their parallelism is elsewhere). A requested N is taken as given
+    (workers take stages, so even one run's independent stages can share them)."""
     if requested is not None and requested < 1:
         raise BadInputError(f"--jobs must be at least 1, got {requested}")
     cores = usable_cores()
@@ -86,7 +87,7 @@ def plan_jobs(requested: int | None, units: int, device: str, distributed: bool)
     else:
         if distributed and requested > 1:
             raise BadInputError("--jobs above 1 cannot be combined with torchrun; use one or the other")
-        jobs = min(requested, units)
+        jobs = requested
     jobs = max(1, jobs)
     return jobs, max(1, (cores if jobs == 1 else cores // jobs))
 

@@ -333,8 +333,8 @@ def _in_workers(units: list[Unit], presets: dict[str, Preset], out: Path, data: 
             for u in units}
     active = {u: active_stages(runs[u]) for u in units}
     tasks = stage_tasks(active)
-    log(f"{len(units)} runs ({', '.join(u.label for u in units)}): {len(tasks)} stages on {jobs} worker "
-        f"processes, {threads} thread{'s' * (threads > 1)} each")
+    log(f"{len(units)} run{'s' * (len(units) > 1)} ({', '.join(u.label for u in units)}): {len(tasks)} stages on "
+        f"{jobs} worker processes, {threads} thread{'s' * (threads > 1)} each")
     for p in presets.values():
         log(_header(p, options.seeds))
     shared = {u: (presets[u.preset], _seed_dir(out, u), data[u.preset], worker_options) for u in units}
