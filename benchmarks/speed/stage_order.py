@@ -31,13 +31,17 @@ def stage_graph(costs: dict[str, dict[str, float]]) -> tuple[list[str], dict[str
     ran = set().union(*costs.values())
     names, needs, provider = [], {}, {}
     for stage in STAGES:
-        record = "attack_check" if stage.name == "attack_check" else stage.name
-        if stage.name in names or not any(r == record or r.startswith(record + "_") for r in ran):
+        if stage.name in names or not any(_is_record_of(r, stage.name) for r in ran):
             continue
         names.append(stage.name)
         provider[stage.output] = stage.name
         needs[stage.name] = [provider[n] for n in stage.needs]
     return names, needs
+
+
+def _is_record_of(record: str, stage: str) -> bool:
+    """A stage's record is its name, except attack_check's, which names its method and sample."""
+    return record == stage or (stage == "attack_check" and record.startswith("attack_check_"))
 
 
 def simulate(units, names, needs, cost, key, workers: int) -> tuple[float, dict[str, float]]:
@@ -75,7 +79,7 @@ def main() -> None:
 
     def cost(unit, name: str) -> float:
         stage_seconds = costs[unit[0]]
-        return next((v for k, v in stage_seconds.items() if k == name or k.startswith(name + "_")), 0.0)
+        return next((v for k, v in stage_seconds.items() if _is_record_of(k, name)), 0.0)
 
     children = {n: [m for m in names if n in needs[m]] for n in names}
 
