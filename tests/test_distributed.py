@@ -15,7 +15,7 @@ import torch.multiprocessing as mp
 from advfeatures import load_dataset_file
 from advfeatures.cli import main
 from advfeatures.construct import CHUNK, build_inverted_dataset, build_relabelled_dataset
-from advfeatures.distributed import ProcessGroup, gather_shards
+from advfeatures.distributed import ProcessGroup, gather_shards, shutdown
 from advfeatures.io import load_tensors
 from advfeatures.models import build_model
 
@@ -53,9 +53,10 @@ def _worker(rank: int, port: int, path: str):
 def _teardown() -> None:
     """Both ranks reach this point before either tears gloo down: a rank that destroys its group while the other
     is still using the connection was seen to abort the other (SIGABRT, "terminate called without an active
-    exception") once in CI."""
+    exception") once in CI. It was seen again (2026-12-02, the divergence test, rank 1, with the barrier): shutdown()
+    now collects garbage first, so a DDP model left in a reference cycle is freed while the group still exists."""
     dist.barrier()
-    dist.destroy_process_group()
+    shutdown(ProcessGroup(dist.get_rank(), dist.get_world_size()))
 
 
 def _free_port() -> int:
