@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from advfeatures.autoattack import autoattack_accuracy, autoattack_available
+from advfeatures.errors import BadInputError
 from advfeatures.evaluation import robust_accuracy
 from advfeatures.experiments.attack_check import TOLERANCE, flagged, run_attack_check
 from advfeatures.experiments.attack_check.section import attack_check_rows
@@ -57,3 +58,21 @@ def test_autoattack_agrees_with_our_evaluation_on_a_linear_model(linear_case):
     model, x, y = linear_case
     ours = robust_accuracy(model, x, y, "l2", 0.01)
     assert autoattack_accuracy(model, x, y, "l2", 0.01) == pytest.approx(ours, abs=1 / len(y) + 1e-9)
+
+
+@pytest.mark.skipif(not autoattack_available(), reason="the autoattack extra is not installed")
+def test_a_failure_inside_autoattack_names_the_image_size_and_the_fix(linear_case, monkeypatch):
+    """pyautoattack's Square attack raised a shape error on 12x12 images: the run must say what failed and what to
+    do, not end on the reference implementation's bare RuntimeError."""
+    from pyautoattack import AutoAttack
+
+    def shape_error(self, *args, **kwargs):
+        raise RuntimeError("output with shape [70, 1, 2, 1] doesn't match the broadcast shape [70, 1, 2, 2]")
+
+    monkeypatch.setattr(AutoAttack, "run_standard_evaluation", shape_error)
+    model, x, y = linear_case
+    with pytest.raises(BadInputError) as info:
+        autoattack_accuracy(model, x, y, "l2", 0.01)
+    message = str(info.value)
+    assert "pyautoattack" in message and str(tuple(x.shape[1:])) in message
+    assert "broadcast shape" in message and "pip uninstall pyautoattack" in message

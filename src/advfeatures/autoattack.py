@@ -55,7 +55,16 @@ def autoattack_examples(
         classes = model(images[:1]).shape[1]
         attack.apgd_targeted.n_target_classes = attack.fab.n_target_classes = min(9, classes - 1)
         with torch.enable_grad():
-            x_adv, _ = attack.run_standard_evaluation(images, labels, batch_size=batch_size)
+            try:
+                x_adv, _ = attack.run_standard_evaluation(images, labels, batch_size=batch_size)
+            except (RuntimeError, ValueError, IndexError) as err:
+                raise BadInputError(
+                    f"AutoAttack's reference implementation (pyautoattack) failed on images of shape "
+                    f"{tuple(images.shape[1:])}: {err}. Its Square attack fails at some image sizes (12x12 here; "
+                    "fra31/auto-attack issue 95 reports others); 8x8, 16x16, 32x32 and 224x224 have run. Use images "
+                    "of such a size, or `pip uninstall pyautoattack` so that a run's check uses our engine's "
+                    "strongest settings instead (--autoattack needs the package)"
+                ) from err
     finally:
         model.train(was_training)
     return x_adv.detach()
