@@ -1,9 +1,10 @@
 """Image-steps per second of candidate CIFAR networks on this machine: how the cifar10_cpu preset picks its net.
 
     python benchmarks/speed/cpu_networks.py [--archs resnet18:16 resnet9:16 resnet9:32] [--batch 256] [--layouts]
-        [--bf16] [--repeats 10] [--no-record]
+        [--bf16] [--image 3x32] [--repeats 10] [--no-record]
 
-Per network (arch:width) it times, on random 3x32x32 inputs, the two kinds of step that fill a CPU run:
+Per network (arch:width) it times, on random inputs of --image CHANNELSxSIZE (default CIFAR's 3x32; synthetic's
+network: `--archs small_cnn:16 --image 1x16`), the two kinds of step that fill a CPU run:
 - a training step (forward, backward to the weights, SGD update), the cost of every trained model;
 - an input-gradient step (forward, backward to the input only, the weights frozen), the cost of every attack,
   adversarial-training inner step and representation inversion;
@@ -35,12 +36,14 @@ def _rate(step, batch: int, repeats: int) -> float:
     return batch / timed(step, CPU, warmup=2, repeats=repeats)
 
 
-def measure(arch: str, width: int, batch: int, channels_last: bool, bf16: bool = False, repeats: int = 10) -> dict:
+def measure(arch: str, width: int, batch: int, channels_last: bool, bf16: bool = False, repeats: int = 10,
+            image: tuple[int, int] = (3, 32)) -> dict:
     torch.manual_seed(0)
-    model = build_model(arch, in_channels=3, num_classes=10, image_size=32, width=width)
+    channels, size = image
+    model = build_model(arch, in_channels=channels, num_classes=10, image_size=size, width=width)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt)
-    x = torch.rand(batch, 3, 32, 32).contiguous(memory_format=fmt)
+    x = torch.rand(batch, channels, size, size).contiguous(memory_format=fmt)
     y = torch.randint(0, 10, (batch,))
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
@@ -77,9 +80,16 @@ def main() -> None:
     ap.add_argument("--layouts", action="store_true", help="also time channels_last")
     ap.add_argument("--bf16", action="store_true",
                     help="also time bf16 autocast (where this CPU runs bf16 natively: AVX512-BF16 or AMX)")
+    ap.add_argument("--image", default="3x32", help="CHANNELSxSIZE of the random inputs")
     ap.add_argument("--repeats", type=int, default=10, help="timed steps per measurement (median)")
     add_record_option(ap)
     args = ap.parse_args()
+    try:
+        image = tuple(int(v) for v in args.image.lower().split("x"))
+    except ValueError:
+        image = ()
+    if len(image) != 2 or min(image) < 1:
+        ap.error(f"--image must be CHANNELSxSIZE, e.g. 3x32 or 1x16; got {args.image!r}")
     if args.repeats < 1:
         ap.error("--repeats must be at least 1")
     if args.bf16 and not bf16_is_fast(CPU):
@@ -89,18 +99,19 @@ def main() -> None:
         arch, _, width = spec.partition(":")
         for cl, bf16 in [(cl, bf16) for cl in ((False, True) if args.layouts else (False,))
                          for bf16 in ((False, True) if args.bf16 else (False,))]:
-            r = measure(arch, int(width or 64), args.batch, cl, bf16, args.repeats)
+            r = measure(arch, int(width or 64), args.batch, cl, bf16, args.repeats, image)
             rows.append(r)
             print(f"{r['net']:>14} {r['layout']:>13} {r['params'] / 1e6:6.2f}M params  train {r['train']:7.0f} img/s"
                   f"  input-grad {r['input_grad']:7.0f} img/s", flush=True)
     table = ["| net (arch:width) | layout | params | training img/s | input-gradient img/s |", "|---|---|---|---|---|"]
     table += [f"| {r['net']} | {r['layout']} | {r['params'] / 1e6:.2f}M | {r['train']:.0f} | {r['input_grad']:.0f} |"
               for r in rows]
-    text = (f"Batch {args.batch}, random 3x32x32 inputs, float32 unless the layout says bf16 (autocast); median of "
+    text = (f"Batch {args.batch}, random {image[0]}x{image[1]}x{image[1]} inputs, float32 unless the layout says bf16 "
+            f"(autocast); median of "
             f"{args.repeats} steps.\n\n" + "\n".join(table))
     print("\n" + text)
-    record(__file__, text, {"batch": args.batch, "repeats": args.repeats, "rows": rows},
-           title="CPU networks for the cifar10_cpu preset", enabled=not args.no_record)
+    record(__file__, text, {"batch": args.batch, "repeats": args.repeats, "image": list(image), "rows": rows},
+           title=f"CPU networks on {image[0]}x{image[1]}x{image[1]} images", enabled=not args.no_record)
 
 
 if __name__ == "__main__":

@@ -60,8 +60,9 @@ def autoattack_examples(
             except (RuntimeError, ValueError, IndexError) as err:
                 raise BadInputError(
                     f"AutoAttack's reference implementation (pyautoattack) failed on images of shape "
-                    f"{tuple(images.shape[1:])}: {err}. Its Square attack fails at some image sizes (12x12 in our "
-                    "runs; fra31/auto-attack issue 95 reports others); 8x8, 16x16, 32x32 and 224x224 have run. Use "
+                    f"{tuple(images.shape[1:])}: {err}. A known cause: its Square attack fails at some image sizes "
+                    "(12x12 in our runs; fra31/auto-attack issue 95 reports others); 8x8, 16x16, 32x32 and 224x224 "
+                    "have run. Use "
                     "images of such a size, or `pip uninstall pyautoattack` so that a run's check uses our engine's "
                     "strongest settings instead (--autoattack needs the package)"
                 ) from err
