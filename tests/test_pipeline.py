@@ -307,15 +307,18 @@ def test_library_entry_point(tmp_path):
     assert set(results) == {"synthetic"} and results["synthetic"]["accuracy"]["D"]["clean"] >= 0
 
 
-def test_gpu_path_flags_run_the_same_pipeline(quick_run, tmp_path):
-    """--channels-last and --compile (aot_eager: the torch.compile plumbing without code generation) change how
-    kernels run, not what is computed: the same accuracies as the plain quick run."""
+def test_kernel_flags_run_the_same_pipeline(quick_run, tmp_path):
+    """--no-channels-last (synthetic's preset is channels_last) and --compile (aot_eager: the torch.compile plumbing
+    without code generation) change how kernels run, not what is computed: the same accuracies as the plain quick
+    run, to a test image or two (another floating-point order), and results.json says which memory format ran."""
     out = tmp_path / "flags"
-    args = ["reproduce", *QUICK, "--no-theory", "--channels-last", "--compile", "aot_eager", "--out", str(out)]
+    args = ["reproduce", *QUICK, "--no-theory", "--no-channels-last", "--compile", "aot_eager", "--out", str(out)]
     assert main(args) == 0
-    plain = json.loads((quick_run / "synthetic" / "results.json").read_text())["accuracy"]
-    flagged = json.loads((out / "synthetic" / "results.json").read_text())["accuracy"]
-    n_test = json.loads((out / "synthetic" / "results.json").read_text())["settings"]["limit_test"]
+    plain_results = json.loads((quick_run / "synthetic" / "results.json").read_text())
+    flagged_results = json.loads((out / "synthetic" / "results.json").read_text())
+    assert plain_results["memory_format"] == "channels_last" and flagged_results["memory_format"] == "contiguous"
+    plain, flagged = plain_results["accuracy"], flagged_results["accuracy"]
+    n_test = flagged_results["settings"]["limit_test"]
     for name in SETS:
         assert abs(plain[name]["clean"] - flagged[name]["clean"]) <= 2 / n_test, name
     model = load_model(out / "synthetic" / "models" / "D.safetensors")  # saved in the ordinary format

@@ -89,7 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--amp", action="store_true",
                    help="bf16 autocast for training and construction (CUDA, or a CPU with AVX512-BF16/AMX); "
                         "robust accuracy is always measured in float32")
-    r.add_argument("--channels-last", action="store_true", help="channels_last memory format (GPU convolutions)")
+    r.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="NHWC (channels_last) memory format for convolutions: faster on GPUs and on CPUs with oneDNN; "
+                        "default: the preset's choice (on for synthetic, digits, cifar10_cpu and cifar10_fast). On a "
+                        "CPU it changes a seed's numbers slightly, as the thread count does")
     r.add_argument("--compile", nargs="?", const="inductor", default=False, metavar="BACKEND",
                    help="torch.compile every model (default backend inductor; pays off on GPU and long runs)")
     r.add_argument("--no-progress", action="store_true",

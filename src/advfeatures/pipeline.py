@@ -87,7 +87,7 @@ class RunOptions:
     full: bool = False  # all transfer architectures
     theory: bool = True
     amp: bool = False
-    channels_last: bool = False  # NHWC weights and activations (faster convolutions on tensor cores)
+    channels_last: bool | None = None  # NHWC weights and activations; None: the preset's choice
     compile: bool | str = False  # torch.compile every model (training, attacks, inversion); True or a backend
     autoattack: bool = False  # attack_check with AutoAttack on the whole test set, recorded beside our numbers
     followups: bool = True  # the Distill discussion's experiments (experiments/followups/)
@@ -167,6 +167,7 @@ def seed_results(run: PresetRun, done: dict[str, dict], seconds: dict[str, float
         attack_check.autoattack_beside_ours(results)
     results["seconds"] = seconds
     results["precision"] = "bf16 autocast (training, construction); float32 evaluation" if run.amp else "float32"
+    results["memory_format"] = "channels_last" if run.channels_last else "contiguous"
     return results
 
 

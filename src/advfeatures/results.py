@@ -89,6 +89,8 @@ def preset_results(preset, per_seed: list[dict], *, num_classes: int, released, 
         "released": str(released) if released else None,
         "sources": sources,
         "precision": per_seed[0]["precision"],
+        # how convolutions laid out their tensors: on a CPU it changes a seed's numbers as the thread count does
+        "memory_format": per_seed[0].get("memory_format", "contiguous"),
         "seconds": {"total": seconds, "stages": per_seed[0]["seconds"]},
     }
     if machine is not None:

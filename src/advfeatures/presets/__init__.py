@@ -102,7 +102,9 @@ class Preset:
     limit_test: int | None = None
     amp: bool = False  # bf16 autocast for training and construction where the device runs bf16 natively
     # (device.bf16_is_fast); the evaluation always runs in float32. `reproduce --amp` turns it on for any preset.
-    channels_last: bool = False  # NHWC memory format (same numbers, faster convolutions); `--channels-last` likewise
+    # NHWC memory format: faster convolutions (GPU tensor cores; oneDNN on a CPU). The same computation in another
+    # floating-point order: on a CPU it changes a seed's numbers the way the thread count does. `--[no-]channels-last`
+    channels_last: bool = False
     paper: dict = field(default_factory=dict)  # the paper's numbers to print beside ours
     followups: FollowupsConfig = field(default_factory=FollowupsConfig)
     controls: ControlsConfig = field(default_factory=ControlsConfig)

@@ -59,6 +59,9 @@ def preset() -> Preset:
         transfer_models=[ModelSpec("mlp"), ModelSpec("small_cnn"), *SMALL_TRANSFER_OTHERS],
         transfer_models_full=[ModelSpec("mlp"), ModelSpec("small_cnn"), ModelSpec("small_cnn", {"pool": "gap"}),
                               *SMALL_TRANSFER_OTHERS],
+        # NHWC convolutions: the preset's stage-seconds fell 339 -> 316 in a timed run (benchmarks/RESULTS.md,
+        # "Speed"); another floating-point order, so a seed's numbers move as with the thread count.
+        channels_last=True,
         paper=PAPER_CIFAR10,
         # Wallace's weak teacher had 62.5% train accuracy. Measured here (teacher seed): 1 / 2 / 3 / 4 epochs give
         # 24 / 28 / 63 / 73% on the training set; 3 epochs is his teacher's strength (1 epoch left a 24% teacher

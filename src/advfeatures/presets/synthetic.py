@@ -67,6 +67,11 @@ def preset() -> Preset:
         transfer_models=[ModelSpec("mlp"), NET, *SMALL_TRANSFER_OTHERS],
         transfer_models_full=[ModelSpec("mlp"), NET, ModelSpec("small_cnn", {"width": 16, "pool": "gap"}),
                               *SMALL_TRANSFER_OTHERS],
+        # NHWC convolutions: 1.19x on this network's input-gradient steps, 1.11x on training steps (one thread,
+        # benchmarks/speed/cpu_networks.py --layouts); in a timed run the preset's stage-seconds fell 406 -> 360
+        # (benchmarks/RESULTS.md, "Speed"). Another floating-point order, so a seed's numbers move as with the thread
+        # count; the 3-seed table was re-measured with it.
+        channels_last=True,
         paper=PAPER_CIFAR10,
         # Wallace's weak teacher had 62.5% train accuracy; here 1 epoch gives 68.6% and 2-4 epochs 75.4% (measured,
         # teacher seed): 1 epoch is the nearest.
