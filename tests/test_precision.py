@@ -79,3 +79,13 @@ def test_amp_is_off_where_the_device_lacks_bf16(monkeypatch, tmp_path):
     options = RunOptions(out=tmp_path, presets=("synthetic",), progress=False)
     run = PresetRun(preset, 0, tmp_path / "synthetic", load_preset_data(preset, options), options, print)
     assert not run.amp
+
+
+@pytest.mark.parametrize("flag, expected", [(None, True), (False, False), (True, True)])
+def test_amp_flag_overrides_the_preset(monkeypatch, tmp_path, flag, expected):
+    """`--amp` / `--no-amp` (RunOptions.amp True / False) override a preset's choice; no flag (None) keeps it."""
+    monkeypatch.setattr(device_module, "_cpu_has_bf16", lambda: True)
+    preset = dataclasses.replace(apply_overrides(get_preset("digits"), Overrides(quick=True)), amp=True)
+    options = RunOptions(out=tmp_path, presets=("digits",), progress=False, amp=flag)
+    run = PresetRun(preset, 0, tmp_path / "digits", load_preset_data(preset, options), options, print)
+    assert run.amp is expected

@@ -86,7 +86,7 @@ class RunOptions:
     robust_model: Path | None = None  # a checkpoint to use as D_adv instead of training it
     full: bool = False  # all transfer architectures
     theory: bool = True
-    amp: bool = False
+    amp: bool | None = None  # bf16 autocast for training and construction; None: the preset's choice
     channels_last: bool | None = None  # NHWC weights and activations; None: the preset's choice
     compile: bool | str = False  # torch.compile every model (training, attacks, inversion); True or a backend
     autoattack: bool = False  # attack_check with AutoAttack on the whole test set, recorded beside our numbers

@@ -104,7 +104,7 @@ class PresetRun:
         self.autoattack_beside_ours = options.autoattack  # AutoAttack's numbers into the accuracy entries
         # bf16 for training and construction (where the device has it); evaluation stays float32, so a robust
         # accuracy never depends on a lower-precision attack
-        self._amp = (options.amp or preset.amp) and bf16_is_fast(self.device)
+        self._amp = (preset.amp if options.amp is None else options.amp) and bf16_is_fast(self.device)
         self.channels_last = preset.channels_last if options.channels_last is None else options.channels_last
         self._reading: tuple[str, tuple[str, ...]] | None = None  # (stage, declared reads) while a body runs
         self._models: dict[str, torch.nn.Module] = {}  # loaded models, by name, until a stage writes that name
