@@ -387,3 +387,23 @@ def test_controls_run_only_their_own_stages_and_are_reported(quick_run, tmp_path
     md = (out / "results.md").read_text()
     assert "Controls: skipped" not in md and "D_det_shortcut" in md and "unknown" not in md
     assert "what the control sets carry" in md  # the planted-feature audit of the controls (synthetic)
+
+
+def test_a_rewritten_report_draws_a_finished_preset_once(quick_run, tmp_path, monkeypatch):
+    """The report is rewritten as each preset finishes; a preset already drawn is reused (its blocks and figures),
+    and the text is the same as a report drawn from scratch."""
+    from advfeatures import report
+
+    out = tmp_path / "run"
+    shutil.copytree(quick_run, out)
+    results = {"synthetic": json.loads((out / "synthetic" / "results.json").read_text())}
+    drawn, real = [], report.preset_blocks
+    monkeypatch.setattr(report, "preset_blocks", lambda o, name, r: drawn.append(name) or real(o, name, r))
+    made: dict = {}
+    report.write_report(out, results, None, pending=["digits"], made=made)
+    assert "Partial report: digits still running" in (out / "results.md").read_text()
+    report.write_report(out, results, None, made=made)
+    assert drawn == ["synthetic"]
+    reused = (out / "results.md").read_text()
+    report.write_report(out, results, None)
+    assert drawn == ["synthetic", "synthetic"] and (out / "results.md").read_text() == reused

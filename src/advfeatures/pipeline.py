@@ -277,6 +277,7 @@ def _reproduce_locked(options: RunOptions, log, presets: list[Preset], data: dic
     per_seed: dict[str, dict[int, dict]] = {p.name: {} for p in presets}
     seconds: dict[str, float] = {p.name: 0.0 for p in presets}
     all_results: dict[str, dict] = {}
+    report_made: dict = {}  # a finished preset's report blocks and figures, drawn once
     if jobs > 1:
         finished = _in_workers(units, by_name, out, data, options, jobs, threads, log)
     else:
@@ -296,7 +297,7 @@ def _reproduce_locked(options: RunOptions, log, presets: list[Preset], data: dic
         if group.is_main:  # the report as soon as a preset finishes, rewritten as the next ones do
             write_json_atomic(out / p.name / "results.json", results)
             write_report(out, {q.name: all_results[q.name] for q in presets if q.name in all_results}, theory,
-                         pending=[q.name for q in presets if q.name not in all_results])
+                         pending=[q.name for q in presets if q.name not in all_results], made=report_made)
         log(format_table(results))
     group.barrier()
     log(f"done in {time.perf_counter() - t_start:.0f}s: {out / 'report.html'}")

@@ -34,30 +34,45 @@ INTRO = ("Accuracies are on each data set's original test set, in percent. Paper
 
 
 def report_blocks(out: Path, all_results: dict[str, dict], theory: dict | None,
-                  pending: list[str] | tuple[str, ...] = ()) -> list[Block]:
+                  pending: list[str] | tuple[str, ...] = (), made: dict[str, tuple[dict, list[Block]]] | None = None
+                  ) -> list[Block]:
+    """The report's blocks. `made` ({preset: (its results, its blocks)}, filled here) lets a report rewritten while
+    a run goes on reuse a finished preset's blocks and figures instead of drawing them again."""
     blocks: list[Block] = [Heading(TITLE, 1), Text(INTRO)]
     if pending:
         blocks.append(Text(f"Partial report: {', '.join(pending)} still running; this file is rewritten when "
                            "each preset finishes."))
     for name, r in all_results.items():
-        tm = r["threat_model"]
-        m = r.get("machine")
-        where = (f" Ran on {m['device']} ({m['cpu_cores']} CPU cores), torch {m['torch']}, code {m['commit'][:12]}."
-                 if m else "")
-        blocks += [Heading(name, 2), Text(f"Threat model: {tm['norm'].upper()} eps {tm['eps']:g}; seeds: "
-                                          f"{len(r['seeds'])}; total {r['seconds']['total']:.0f}s.{where}")]
-        figures = Figures(out, name)
-        for section in SECTIONS:
-            blocks += section(r, figures)
+        if made is not None and name in made and made[name][0] is r:
+            blocks += made[name][1]
+            continue
+        section_blocks = preset_blocks(out, name, r)
+        if made is not None:
+            made[name] = (r, section_blocks)
+        blocks += section_blocks
     if theory:
         blocks += theory_section.blocks(theory, out)
     return blocks
 
 
+def preset_blocks(out: Path, name: str, r: dict) -> list[Block]:
+    """One preset's part of the report (its figures written under out/figures)."""
+    tm = r["threat_model"]
+    m = r.get("machine")
+    where = (f" Ran on {m['device']} ({m['cpu_cores']} CPU cores), torch {m['torch']}, code {m['commit'][:12]}."
+             if m else "")
+    blocks: list[Block] = [Heading(name, 2), Text(f"Threat model: {tm['norm'].upper()} eps {tm['eps']:g}; seeds: "
+                                                  f"{len(r['seeds'])}; total {r['seconds']['total']:.0f}s.{where}")]
+    figures = Figures(out, name)
+    for section in SECTIONS:
+        blocks += section(r, figures)
+    return blocks
+
+
 def write_report(out: Path, all_results: dict[str, dict], theory: dict | None,
-                 pending: list[str] | tuple[str, ...] = ()) -> None:
+                 pending: list[str] | tuple[str, ...] = (), made: dict | None = None) -> None:
     """results.md and report.html from the presets' results; `pending` names presets still running (a partial
-    report, written as soon as the first preset finishes)."""
-    blocks = report_blocks(out, all_results, theory, pending)
+    report, written as soon as the first preset finishes); `made` as in report_blocks."""
+    blocks = report_blocks(out, all_results, theory, pending, made)
     write_text_atomic(out / "results.md", render_markdown(blocks))
     write_text_atomic(out / "report.html", render_html(blocks, TITLE))
