@@ -55,10 +55,11 @@ def preset() -> Preset:
         relabel=RelabelConfig(eps=EPS, steps=100, step_size=0.1, batch_size=CPU_BATCH),
         # The APGD cascade (100 steps, 1 APGD-CE run, APGD-T toward 3 classes, not AutoAttack's 9) on the whole test
         # set: on all 12 models of the 2026-12-01 3-seed run, 3 targets (and even 1) gave exactly AutoAttack's numbers
-        # on the full test sets, at a third of the time on the robust models (the 2026-12-02 run's: within 0.4 points;
-        # benchmarks/compare/apgd_targets.py; digits needs its 9). The curve's other radii on 250 test images. The per-
-        # run AutoAttack check on 100: its FAB-T and Square runs spend ~1 s per still-robust image here (76% robust on
-        # D_adv and D_R), and paired with our own per-image results it still shows any gap of one image (1 point).
+        # on the full test sets, at a third of the time on the robust models (11c6e32's 3-seed run: within 0.4
+        # points; 079f4fa's: exact; benchmarks/compare/apgd_targets.py; digits needs its 9). The curve's other radii
+        # on 250 test images. The per-run AutoAttack check on 100: its FAB-T and Square runs spend ~1 s per
+        # still-robust image here (76% robust on D_adv and D_R), and paired with our own per-image results it still
+        # shows any gap of one image (1 point).
         # Agreement on the full test sets is measured in benchmarks/compare/vs_autoattack.py; `--autoattack` checks the
         # whole test set in a run.
         evaluation=EvalConfig(targets=3, curve_eps=[0.25, 0.5, 1.0, 2.0], curve_limit=250, check_limit=100,
