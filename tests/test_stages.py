@@ -171,3 +171,24 @@ def test_the_real_declarations_form_a_graph_in_order():
     for stage in STAGES:
         paths = stage.reads if isinstance(stage.reads, tuple) else ()
         assert all(p.split(".")[0] in known for p in paths), stage.name
+
+
+def test_a_changed_memory_format_or_precision_reruns_the_stages_that_compute(preset_and_data, tmp_path):
+    """channels_last and bf16 change a seed's numbers on a CPU, so a run folder resumed under another memory format
+    or precision computes again every stage that reads "precision", never mixing the two in one results.json."""
+    preset, data = preset_and_data
+    calls = []
+    computing = (Stage("computes", lambda run, up: calls.append("computes") or {"v": 1}, reads=("data", "precision")),
+                 Stage("plain", lambda run, up: calls.append("plain") or {"v": 2}, reads=("data",)))
+
+    def run_with(**options):
+        run = PresetRun(preset, 0, tmp_path, data, RunOptions(out=tmp_path, progress=False, **options), lambda s: None)
+        return run_seed(run, computing)
+
+    run_with(channels_last=False)
+    run_with(channels_last=False)
+    assert calls == ["computes", "plain"]
+    run_with(channels_last=True)
+    assert calls == ["computes", "plain", "computes"]
+    record = json.loads((tmp_path / "stages" / "computes.json").read_text())
+    assert record["reads"]["precision"].endswith("/channels_last")

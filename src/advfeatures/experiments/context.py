@@ -126,12 +126,13 @@ class PresetRun:
 
     def settings(self, paths: Iterable[str]) -> dict:
         """{path: value} for declared settings: the preset's fields (dotted paths into them), "seed", and the
-        run-level ones: "data" (dataset, its options and limits), "precision" (bf16 or float32, as it runs here),
+        run-level ones: "data" (dataset, its options and limits), "precision" (bf16 or float32 and the memory format,
+        as they run here: both change a seed's numbers on a CPU, so a stage computed under another is computed again),
         "transfer_set" (--full), "autoattack" (--autoattack), "sources.D" / "sources.D_adv" (the given file's
         SHA-256, or "trained"), "released" (the --released folder, or None)."""
         tree = dataclasses.asdict(self._preset)
         tree.update(
-            seed=self.seed, data={k: tree[k] for k in DATA}, precision="bf16" if self._amp else "float32",
+            seed=self.seed, data={k: tree[k] for k in DATA}, precision=self.numerics,
             transfer_set="full" if self._full else "default", autoattack=bool(self._autoattack),
             sources={n: self._given[n].sha256 if n in self._given else "trained" for n in SOURCES},
             released=self._released_from,
@@ -183,6 +184,11 @@ class PresetRun:
         """The planted ground truth of synthetic data (None for other data)."""
         self._check("data")
         return self._features
+
+    @property
+    def numerics(self) -> str:
+        """How this run computes: "float32" or "bf16", and "/channels_last" where convolutions run NHWC."""
+        return ("bf16" if self._amp else "float32") + ("/channels_last" if self.channels_last else "")
 
     @property
     def amp(self) -> bool:
