@@ -173,9 +173,9 @@ def test_the_real_declarations_form_a_graph_in_order():
         assert all(p.split(".")[0] in known for p in paths), stage.name
 
 
-def test_a_changed_memory_format_or_precision_reruns_the_stages_that_compute(preset_and_data, tmp_path):
-    """channels_last and bf16 change a seed's numbers on a CPU, so a run folder resumed under another memory format
-    or precision computes again every stage that reads "precision", never mixing the two in one results.json."""
+def test_a_changed_memory_format_reruns_the_stages_that_compute(preset_and_data, tmp_path):
+    """channels_last changes a seed's numbers on a CPU (as bf16 does; both are in the "precision" setting), so a run
+    folder resumed under another memory format computes again every stage that reads "precision", and only those."""
     preset, data = preset_and_data
     calls = []
     computing = (Stage("computes", lambda run, up: calls.append("computes") or {"v": 1}, reads=("data", "precision")),

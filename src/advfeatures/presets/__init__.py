@@ -101,7 +101,7 @@ class Preset:
     limit_train: int | None = None  # use only the first N training images (quick runs)
     limit_test: int | None = None
     amp: bool = False  # bf16 autocast for training and construction where the device runs bf16 natively
-    # (device.bf16_is_fast); the evaluation always runs in float32. `reproduce --amp` turns it on for any preset.
+    # (device.bf16_is_fast); the evaluation always runs in float32. `reproduce --[no-]amp` overrides it.
     # NHWC memory format: faster convolutions (GPU tensor cores; oneDNN on a CPU). The same computation in another
     # floating-point order: on a CPU it changes a seed's numbers the way the thread count does. `--[no-]channels-last`
     channels_last: bool = False
