@@ -88,8 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(Keller Jordan's shortcuts), D_rand without correctly labelled images, D_R / D_NR from noise")
     r.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 autocast for training and construction (CUDA, or a CPU with AVX512-BF16/AMX); robust "
-                        "accuracy is always measured in float32. Default: the preset's choice (on for digits, "
-                        "cifar10_cpu and cifar10_fast)")
+                        "accuracy is always measured in float32. Default: the preset's choice (on for synthetic, "
+                        "digits, cifar10_cpu and cifar10_fast)")
     r.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="NHWC (channels_last) memory format for convolutions: faster on GPUs and on CPUs with oneDNN; "
                         "default: the preset's choice (on for synthetic, digits, cifar10_cpu and cifar10_fast). On a "

@@ -66,8 +66,7 @@ def preset() -> Preset:
         # the preset's stage-seconds fell 329 -> 232 per seed, and over 3 seeds every mean stayed inside the float32
         # run's per-seed range except D_NR's clean accuracy (98.0 against 97.2-97.8) and D_det_unleaked's (25.9
         # against 19.2-25.6), each less than one of 360 test images above it; every verdict the same, AutoAttack on
-        # the full test set within one image of our evaluation (benchmarks/RESULTS.md, "Speed"). Synthetic stays
-        # float32: there its D_rand fell to 63.4 against 70.4-78.2 (AMD, 2026-11-28: 52.0 against 57.8-72.6).
+        # the full test set within one image of our evaluation (benchmarks/RESULTS.md, "Speed").
         amp=True,
         paper=PAPER_CIFAR10,
         # Wallace's weak teacher had 62.5% train accuracy. Measured here (teacher seed): 1 / 2 / 3 / 4 epochs give
