@@ -404,3 +404,26 @@ def test_incorrectly_labelled_subset_keeps_only_the_teachers_mistakes():
     assert bool((labels != y[mask]).all())
     assert subset.teacher_accuracy == pytest.approx(clean_accuracy(teacher, x, y))
     assert 0 < subset.teacher_accuracy < 1
+
+
+def _nakkiran_seed(bugs_transfer: float) -> dict:
+    return {"followups": {"nakkiran": {"D_det_bugs": {"attack_success": 1.0, "transfer_rate": bugs_transfer},
+                                       "D_det": {"transfer_rate": 0.8}}}}
+
+
+def test_followup_verdicts_say_when_seeds_disagree():
+    """A verdict on the seeds' means names how many seeds hold when they split, or when the mean decides against
+    them all; a unanimous verdict carries no count."""
+    from advfeatures.experiments.followups.section import followup_claims
+
+    claim = "Nakkiran: adversarial examples that do not transfer exist"
+
+    def verdict(*transfers):
+        r = {"num_classes": 10, "per_seed": [_nakkiran_seed(t) for t in transfers]}
+        return next(row[1] for row in followup_claims(r) if row[0].startswith(claim))
+
+    assert verdict(0.9, 0.0, 0.27) == "holds (on 2 of 3 seeds)"  # mean 0.39 <= 0.4
+    assert verdict(0.9, 0.0, 0.4) == "does not hold (holds on 2 of 3 seeds)"  # mean 0.43 > 0.4
+    assert verdict(0.1, 0.2, 0.3) == "holds"
+    assert verdict(0.5, 0.6, 0.7) == "does not hold"
+    assert verdict(0.1) == "holds"  # one seed: nothing to count

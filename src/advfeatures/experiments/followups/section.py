@@ -146,6 +146,24 @@ def _paper_relabelled(r: dict) -> str:
 
 
 def followup_claims(r: dict) -> list[list[str]]:
+    """Each follow-up's claim checked on the seeds' means; where seeds disagree, the verdict says how many hold.
+
+    Several of these numbers swing across seeds by more than their threshold's margin (synthetic's D_det_bugs
+    transfers 0-90% of the time), so a verdict on the means alone could flip with a seed or a floating-point change
+    without the reader seeing why."""
+    claims = _claims(r)
+    seeds = r.get("per_seed") or []
+    if len(seeds) < 2:
+        return claims
+    per_seed = [{row[0]: row[1] for row in _claims({**r, "per_seed": [s]})} for s in seeds]
+    for row in claims:
+        held = sum(verdicts.get(row[0]) == "holds" for verdicts in per_seed)
+        if 0 < held < len(seeds) or (held == len(seeds)) != (row[1] == "holds"):
+            row[1] += f" ({'on' if row[1] == 'holds' else 'holds on'} {held} of {len(seeds)} seeds)"
+    return claims
+
+
+def _claims(r: dict) -> list[list[str]]:
     chance = 1.0 / r.get("num_classes", 10)
     out = []
 
