@@ -10,6 +10,7 @@ from __future__ import annotations
 from ...document import Block, Figures, Table, pct, plt
 from ..sources.section import given_names
 from ..transfer.section import transfer_architectures, transfer_fit
+from ..verdicts import with_seed_counts
 
 SETS = ("D", "D_adv", "D_R", "D_NR", "D_rand", "D_det", "D_det_unleaked")
 DESCRIPTIONS = {
@@ -48,7 +49,12 @@ def _spread(entry: dict, key: str) -> str:
 
 
 def claims(r: dict) -> list[list[str]]:
-    """The paper's qualitative claims, each checked against this run's numbers."""
+    """The paper's qualitative claims, each checked against this run's numbers (the seeds' means, with the seed count
+    where seeds disagree: verdicts.py)."""
+    return with_seed_counts(_claims, r)
+
+
+def _claims(r: dict) -> list[list[str]]:
     a = r["accuracy"]
     chance = 1.0 / r.get("num_classes", 10)
     get = lambda n, k: a.get(n, {}).get(k)  # noqa: E731

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from ...document import Block, Table, Text
+from ..verdicts import with_seed_counts
 
 # the responders' CIFAR-10 figures (Distill 2019), printed beside ours
 NAKKIRAN = {"D_det_bugs": {"transfer_rate": 1.7, "accuracy_on_Y": 2.8, "accuracy_on_Y_plus_1": 70.8},
@@ -146,21 +147,8 @@ def _paper_relabelled(r: dict) -> str:
 
 
 def followup_claims(r: dict) -> list[list[str]]:
-    """Each follow-up's claim checked on the seeds' means; where seeds disagree, the verdict says how many hold.
-
-    Several of these numbers swing across seeds by more than their threshold's margin (synthetic's D_det_bugs
-    transfers 0-90% of the time), so a verdict on the means alone could flip with a seed or a floating-point change
-    without the reader seeing why."""
-    claims = _claims(r)
-    seeds = r.get("per_seed") or []
-    if len(seeds) < 2:
-        return claims
-    per_seed = [{row[0]: row[1] for row in _claims({**r, "per_seed": [s]})} for s in seeds]
-    for row in claims:
-        held = sum(verdicts.get(row[0]) == "holds" for verdicts in per_seed)
-        if 0 < held < len(seeds) or (held == len(seeds)) != (row[1] == "holds"):
-            row[1] += f" ({'on' if row[1] == 'holds' else 'holds on'} {held} of {len(seeds)} seeds)"
-    return claims
+    """Each follow-up's claim checked on the seeds' means, with the seed count where seeds disagree (verdicts.py)."""
+    return with_seed_counts(_claims, r)
 
 
 def _claims(r: dict) -> list[list[str]]:
