@@ -13,7 +13,8 @@ uses, side by side.
 
 In each, stages.py declares its stages (runfolder.Stage: a body, the settings it reads, the stages it builds on)
 and section.py turns a preset's results into report blocks (document.py) without importing any stage: the report
-reads results, not stages. context.py is what every stage body gets (PresetRun). pipeline.py lists the stages in
+reads results, not stages. context.py is what every stage body gets (PresetRun); verdicts.py
+how a section's claims count the seeds that agree. pipeline.py lists the stages in
 the order they run; report.py lists the sections in the order they print.
 
 Adding an experiment: a package here with a stages.py (bodies and declarations) and a section.py, one line in
