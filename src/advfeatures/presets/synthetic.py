@@ -78,8 +78,9 @@ def preset() -> Preset:
         # D_rand mean fell to 63.4 against float32's 70.4-78.2, but those were three draws of a number whose training
         # seed alone spreads it by 7 points (std): with 6 training seeds per run seed, 18 models each
         # (benchmarks/studies/training_seed_spread.py), D_rand is 69.6 +- 1.7 (s.e.) float32 and 67.1 +- 1.8 bf16 end
-        # to end, 68.0 for float32-built sets trained in bf16; D_det 62.7 and 63.1; every 3-seed bf16 mean lies
-        # inside the float32 spread. `--no-amp` gives the float32 numbers.
+        # to end, 68.0 for float32-built sets trained in bf16; D_det 62.7 and 63.1. Every other 3-seed bf16 mean lies
+        # inside the float32 run's per-seed range, D_rand's (63.4) inside its 18-model range (58.8-84.0).
+        # `--no-amp` gives the float32 numbers.
         amp=True,
         paper=PAPER_CIFAR10,
         # Wallace's weak teacher had 62.5% train accuracy; here 1 epoch gives 68.6% and 2-4 epochs 75.4% (measured,
