@@ -22,7 +22,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from advfeatures.attacks import ClassificationObjective, default_compact_every, pgd_attack, projected_gradient
 from advfeatures.construct import CHUNK, build_relabelled_dataset, build_robust_dataset
 from advfeatures.device import exact_float32
-from advfeatures.evaluation import robust_accuracy_curve, robust_examples
+from advfeatures.evaluation import predict, robust_accuracy_curve, robust_examples, worst_case_examples
 from advfeatures.models import build_model, load_model, save_model
 from advfeatures.models.fast import FastNet, PatchWhitening
 from advfeatures.training import ModelSpec, TrainConfig, augment, train_model, train_new_model
@@ -274,3 +274,24 @@ def test_pgd_in_channels_last_matches_nchw():
     a = pgd_attack(model, x, y, eps=1.0, steps=5)
     b = pgd_attack(model, x.contiguous(memory_format=torch.channels_last), y, eps=1.0, steps=5)
     assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_cascade_with_fewer_targets_is_a_prefix_of_the_longer_one():
+    # the measurement of how many APGD-T targets a preset needs (benchmarks/compare/apgd_targets.py) reads every
+    # target count off one cascade: what it sees after run 1 + t must be the t-target cascade's own result
+    torch.manual_seed(0)
+    model = Linear(16, 4).eval()  # 4 classes: APGD-CE, then at most 3 targets
+    x = torch.rand(80, 1, 4, 4) * 0.2 + 0.4
+    with torch.no_grad():
+        y = model(x).argmax(1)
+        eps = float(model.exact_radius(x, y).median())  # half the points can be broken
+    seen: list[tuple[int, torch.Tensor]] = []
+    attack = dict(norm="l2", eps=eps, steps=3, seed=3)
+    worst_case_examples(model, x, y, targets=3, after_run=lambda i, mask: seen.append((i, mask)), **attack)
+    assert [i for i, _ in seen] == [0, 1, 2, 3]
+    for earlier, later in zip(seen, seen[1:], strict=False):
+        assert not (later[1] & ~earlier[1]).any()  # a broken point never comes back
+    for t in (1, 2, 3):
+        alone = predict(model, worst_case_examples(model, x, y, targets=t, **attack)) == y
+        assert torch.equal(alone, seen[t][1]), t
+    assert seen[1][1].sum() < seen[0][1].sum()  # the targets broke points APGD-CE left: the check is not vacuous

@@ -11,7 +11,7 @@ costs per preset: benchmarks/RESULTS.md, "Evaluation against AutoAttack".
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -80,11 +80,15 @@ def worst_case_examples(
     seed: int = 0,
     amp: bool = False,
     progress: bool = False,
+    after_run: Callable[[int, torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """Per example, an adversarial image if any run of the cascade finds one, else the iterate closest to one.
 
     Runs (module docstring): `restarts` APGD-CE, `dlr_restarts` APGD-DLR, then APGD-T over `targets` classes;
-    each from a random start, `steps` adaptive steps starting at `step_size` (default 2 eps).
+    each from a random start, `steps` adaptive steps starting at `step_size` (default 2 eps). `after_run(i, mask)`,
+    if given, sees after run i which examples are still unbroken: since the runs come in a fixed order, the cascade
+    with fewer targets is a prefix of this one, so one evaluation measures what each extra target adds
+    (benchmarks/compare/apgd_targets.py).
     """
     check_attack(norm=norm, eps=eps, steps=steps, step_size=step_size, restarts=restarts, targets=targets,
                  batch_size=batch_size, seed=seed)  # NaN / inf / negative numbers: BadInputError, not a silent number
@@ -105,7 +109,7 @@ def worst_case_examples(
             ranked = logits.argsort(dim=1, descending=True)
             runs = attack_runs(restarts, targets, logits.shape[1], dlr_restarts)
             bar = tqdm(total=len(runs), desc=f"attack eps {eps:g}", disable=not progress, leave=False, unit="run")
-            for loss, rank in runs:
+            for run, (loss, rank) in enumerate(runs):
                 todo = (score <= 0).nonzero().squeeze(1)  # one host read per run: who is still unbroken
                 for sl in _batches(todo.numel(), batch_size):
                     index = todo[sl]
@@ -118,6 +122,8 @@ def worst_case_examples(
                     better = result.score > score[index]
                     out[index] = torch.where(better.view(-1, *[1] * (out.dim() - 1)), result.x, out[index])
                     score[index] = torch.where(better, result.score, score[index])
+                if after_run is not None:
+                    after_run(run, (score <= 0).clone())
                 bar.update(1)
             bar.close()
     finally:
