@@ -1,7 +1,7 @@
 """How many targeted steps do D_rand / D_det / D_det_bugs need? The relabelled sets built with fewer, larger steps.
 
     python benchmarks/studies/relabel_steps.py RUN [--preset synthetic] [--images 1000]
-        [--configs 100:0.1 50:0.2 34:0.3] [--no-record]
+        [--configs 100:0.1 50:0.2 34:0.3] [--data-root DIR] [--threads 1] [--no-record]
 
 RUN is a finished `advfeatures reproduce` folder: its standard model D of seed 0 is the relabelling model. For the
 first `--images` training images, D_det (y+1), D_rand (the pipeline's seed-0 targets) and Nakkiran's D_det_bugs (D_det
@@ -36,12 +36,15 @@ def main() -> None:
     ap.add_argument("--preset", default="synthetic")
     ap.add_argument("--images", type=int, default=1000)
     ap.add_argument("--configs", nargs="+", default=["100:0.1", "50:0.2", "34:0.3"], help="STEPS:STEP_SIZE")
+    ap.add_argument("--data-root", help="the folder the run's data came from (CIFAR-10 presets)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (the timings are per this count)")
     add_record_option(ap)
     args = ap.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     configs = [(int(c.split(":")[0]), float(c.split(":")[1])) for c in args.configs]
     preset = apply_overrides(get_preset(args.preset), Overrides())
-    data = load_preset_data(preset, RunOptions(out=args.run, presets=(args.preset,), progress=False))
+    data = load_preset_data(preset, RunOptions(out=args.run, presets=(args.preset,), progress=False,
+                                                        data_root=args.data_root))
     train = data["train"]
     x, y = train.images[: args.images], train.labels[: args.images]
     models = args.run / args.preset / "models"
@@ -79,7 +82,8 @@ def main() -> None:
                          f"{100 * row['ensemble_majority_reads_original']:.1f}" if keep_models else "-",
                          f"{audit['nonrobust_of_label']:.3f}" if audit else "-",
                          f"{audit['robust_of_original']:.3f}" if audit else "-"])
-    header = ["set", "steps x size", "s (1 thread)", "target reached %", "CE to target", "mean perturbation",
+    header = ["set", "steps x size", f"s ({args.threads} thread(s))", "target reached %", "CE to target",
+              "mean perturbation",
               "distance to the first's images", "ensemble majority reads original %",
               "non-robust evidence of new label", "robust evidence of original"]
     text = (f"Relabelling of the first {args.images} training images of {args.preset} through the standard model of "
