@@ -1,4 +1,5 @@
-"""Preset `cifar10_cpu`: every stage of the paper on real CIFAR-10 on 2 CPU cores, in one to two hours.
+"""Preset `cifar10_cpu`: every stage of the paper on real CIFAR-10 on 2 CPU cores, in 72 minutes per seed (57 without
+the follow-ups; measured alone on 2 Intel Xeon cores with AVX512-BF16, benchmarks/RESULTS.md, "cifar10_cpu").
 
 Run with `--data-root` pointing at a folder holding `cifar-10-batches-py/` (or `--download` when online). The
 paper's threat model is kept (L2 eps 0.5 for adversarial training and D_R / D_NR, 0.25 for evaluation) except for
