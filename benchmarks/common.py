@@ -80,6 +80,20 @@ def timed_once(fn: Callable[[], T], device: torch.device | str | None = None) ->
     return value, time.perf_counter() - t0
 
 
+class Stopwatch:
+    """Seconds since it was started, read at points inside one long call (after each run of an attack cascade, say),
+    where `timed_once` can only time the whole call."""
+
+    def __init__(self, device: torch.device | str | None = None):
+        self.device = device
+        sync(device)
+        self.start = time.perf_counter()
+
+    def elapsed(self) -> float:
+        sync(self.device)
+        return time.perf_counter() - self.start
+
+
 # ---- the machine line
 
 def commit() -> str:

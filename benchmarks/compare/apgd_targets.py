@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -30,7 +29,7 @@ from advfeatures.pipeline import Overrides, RunOptions, apply_overrides, load_pr
 from advfeatures.presets import get_preset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for common.py
-from common import add_record_option, markdown_table, record  # noqa: E402
+from common import Stopwatch, add_record_option, markdown_table, record  # noqa: E402
 
 MODELS = ("D", "D_adv", "D_R", "D_NR")
 
@@ -72,11 +71,12 @@ def main() -> None:
             masks: list[torch.Tensor] = []
             ends: list[float] = []
 
-            def seen(_run: int, mask: torch.Tensor, masks=masks, ends=ends) -> None:
-                masks.append(mask)
-                ends.append(time.perf_counter())
+            clock = Stopwatch()
 
-            start = time.perf_counter()
+            def seen(_run: int, mask: torch.Tensor, masks=masks, ends=ends, clock=clock) -> None:
+                masks.append(mask)
+                ends.append(clock.elapsed())
+
             adv = worst_case_examples(model, x, y, norm=norm, eps=eps, steps=ev.steps, restarts=ev.restarts,
                                       targets=most, seed=seed, batch_size=ev.batch_size, after_run=seen)
             final = predict(model, adv) == y
@@ -85,7 +85,7 @@ def main() -> None:
             for t in args.targets:
                 i = min(ev.restarts + t, len(masks)) - 1  # targets are capped at classes - 1
                 row[f"t{t}"] = float(masks[i].float().mean())
-                row[f"t{t}_seconds"] = ends[i] - start
+                row[f"t{t}_seconds"] = ends[i]
             rows.append(row)
             print(json.dumps(row), flush=True)
     header = ["seed", "model", "AutoAttack %", *(f"ours, {t} targets: % (s)" for t in args.targets)]
