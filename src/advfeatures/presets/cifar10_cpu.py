@@ -17,7 +17,7 @@ not the paper's (5,000 training images, a 0.4M-parameter network), and the repor
 from ..training import AdversarialConfig, ModelSpec, TrainConfig
 from . import PAPER_CIFAR10, EvalConfig, FollowupsConfig, InversionConfig, Preset, RelabelConfig, ThreatModel
 
-N_TRAIN = 5_000  # every construction costs steps x N_TRAIN: 5,000 keeps each at 500k image-steps (~4 min)
+N_TRAIN = 5_000  # every construction costs steps x N_TRAIN: 5,000 keeps each at 500k image-steps (~3 min)
 N_TEST = 1_000  # +-1.5 points standard error at 50%; the APGD cascade on a robust model costs ~400 steps/point
 # Attack batches of 128 (inversion, relabelling, evaluation): measured 1.2-1.3x the image-steps per second of 512 on
 # 2 cores, 256 in between (benchmarks/speed/cifar_stages.py --attack-batch; benchmarks/RESULTS.md, "cifar10_cpu")
