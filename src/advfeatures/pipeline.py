@@ -241,7 +241,7 @@ def reproduce(options: RunOptions, log: Callable[[str], None] = log_line) -> dic
     if options.released and any(p.dataset != "cifar10" for p in presets):
         raise BadInputError("--released holds the authors' CIFAR-10 datasets; use it with --preset cifar10 only")
     device = resolve_device(options.device)
-    jobs = plan_jobs(options.jobs, len(presets) * options.seeds, device.type, group.distributed)
+    jobs = plan_jobs(options.jobs, device.type, group.distributed)
     if options.autoattack:
         from .autoattack import require_autoattack
 
