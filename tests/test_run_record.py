@@ -10,6 +10,7 @@ import torch
 
 from advfeatures.io import pack_mask, unpack_mask
 from advfeatures.pipeline import Overrides, RunOptions, reproduce
+from advfeatures.report import run_summary
 from advfeatures.results import machine_record
 
 
@@ -68,3 +69,13 @@ def test_report_after_the_first_preset_and_the_check_paired_with_our_results(tmp
             assert entry["default"] == pytest.approx(float(ours))  # our evaluation's own results on those images
             whole = unpack_mask(record["robust_examples"], 32)  # --limit 64: 32 test images
             assert float(whole.float().mean()) == pytest.approx(results["accuracy"][name]["robust"])
+
+
+def test_the_report_says_stage_time_is_summed_when_workers_ran_side_by_side():
+    r = {"threat_model": {"norm": "l2", "eps": 0.25}, "seeds": [0], "seconds": {"total": 5556.0},
+         "machine": {"device": "cpu", "cpu_cores": 2, "torch": "2", "commit": "abc", "worker_processes": 2}}
+    assert "stage time 5556s, summed over stages run side by side on 2 worker processes" in run_summary(r)
+    r["machine"]["worker_processes"] = 1
+    assert run_summary(r).startswith("Threat model: L2 eps 0.25; seeds: 1; stage time 5556s. Ran on cpu")
+    del r["machine"]  # results.json written before "machine" existed
+    assert run_summary(r) == "Threat model: L2 eps 0.25; seeds: 1; stage time 5556s."

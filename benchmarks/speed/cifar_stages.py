@@ -188,11 +188,15 @@ def main() -> None:
     ap.add_argument("--attack-batch", type=int, help="attack/inversion batch (default: the preset's)")
     ap.add_argument("--steps", type=int, default=10, help="timed attack/inversion steps per measurement")
     ap.add_argument("--targets", type=int, help="APGD-T targets of the evaluation (default: the preset's)")
+    ap.add_argument("--relabel-steps", type=int,
+                    help="relabelling (and transfer attack) steps (default: the preset's); the step size is kept")
     add_record_option(ap)
     args = ap.parse_args()
     preset = get_preset(args.preset)
     if args.targets is not None:
         preset = dataclasses.replace(preset, evaluation=dataclasses.replace(preset.evaluation, targets=args.targets))
+    if args.relabel_steps is not None:
+        preset = dataclasses.replace(preset, relabel=dataclasses.replace(preset.relabel, steps=args.relabel_steps))
     if args.arch:
         preset = dataclasses.replace(preset, model=ModelSpec(args.arch), transfer_models=[
             ModelSpec(args.arch) if m == preset.model else m for m in preset.transfer_models])

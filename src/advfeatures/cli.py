@@ -63,9 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     r.add_argument("--jobs", type=_jobs, default=None, metavar="N",
                    help="on a CPU, N worker processes sharing the cores, each taking the next stage of any (preset, "
-                        "seed) run whose inputs are ready (default: one per core, up to the number of runs; 1 on a "
-                        "GPU; N above the number of runs also splits one run's independent stages). Small networks "
-                        "use two cores better as two processes than as one; each gets cores/N threads, which (like "
+                        "seed) run whose inputs are ready, so one run's independent stages share them too (default: "
+                        "one single-threaded worker per core; 1 on a GPU). Two one-thread processes do more work "
+                        "than one on two cores; each gets cores/N threads, which (like "
                         "another machine) can change a seed's floating-point results; the count is recorded in "
                         "results.json")
     r.add_argument("--data-root", help="folder with real datasets (cifar10, restricted_imagenet)")

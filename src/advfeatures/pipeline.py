@@ -95,7 +95,7 @@ class RunOptions:
     progress: bool = True  # progress bars (the CLI turns them off when stderr is not a terminal)
     status_seconds: float = 60.0  # without progress bars: a "still running" line this often during a long stage
     group: ProcessGroup = field(default_factory=ProcessGroup)  # torchrun ranks (a group of one without torchrun)
-    # worker processes for independent (preset, seed) runs; None: one per core on a CPU, up to the number of runs
+    # worker processes taking stages of any (preset, seed) run; None: one single-threaded worker per core on a CPU
     # (jobs.py); 1: everything in this process
     jobs: int | None = 1
 

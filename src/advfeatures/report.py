@@ -55,14 +55,22 @@ def report_blocks(out: Path, all_results: dict[str, dict], theory: dict | None,
     return blocks
 
 
-def preset_blocks(out: Path, name: str, r: dict) -> list[Block]:
-    """One preset's part of the report (its figures written under out/figures)."""
-    tm = r["threat_model"]
-    m = r.get("machine")
+def run_summary(r: dict) -> str:
+    """A preset's first line: threat model, seeds, the time its stages took, and where it ran. The stages' seconds
+    are added up, so with several worker processes (or a resumed run) they are not the wall time: it says so."""
+    tm, m = r["threat_model"], r.get("machine") or {}
     where = (f" Ran on {m['device']} ({m['cpu_cores']} CPU cores), torch {m['torch']}, code {m['commit'][:12]}."
              if m else "")
-    blocks: list[Block] = [Heading(name, 2), Text(f"Threat model: {tm['norm'].upper()} eps {tm['eps']:g}; seeds: "
-                                                  f"{len(r['seeds'])}; total {r['seconds']['total']:.0f}s.{where}")]
+    workers = m.get("worker_processes", 1)
+    spent = f"stage time {r['seconds']['total']:.0f}s"
+    if workers > 1:
+        spent += f", summed over stages run side by side on {workers} worker processes (the wall time is shorter)"
+    return f"Threat model: {tm['norm'].upper()} eps {tm['eps']:g}; seeds: {len(r['seeds'])}; {spent}.{where}"
+
+
+def preset_blocks(out: Path, name: str, r: dict) -> list[Block]:
+    """One preset's part of the report (its figures written under out/figures)."""
+    blocks: list[Block] = [Heading(name, 2), Text(run_summary(r))]
     figures = Figures(out, name)
     for section in SECTIONS:
         blocks += section(r, figures)
