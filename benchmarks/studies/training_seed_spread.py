@@ -1,7 +1,7 @@
 """How much of a constructed set's accuracy is its training seed's? And does bf16 move it beyond that?
 
     python benchmarks/studies/training_seed_spread.py RUN [RUN ...] [--preset synthetic] [--sets D_rand D_det]
-        [--draws 6] [--precision run|float32|bf16 ...] [--no-record]
+        [--draws 6] [--precision run|float32|bf16 ...] [--data-root DIR] [--no-record]
 
 Each RUN is a finished `advfeatures reproduce` folder (any number of seeds). For every seed of RUN and every set in
 `--sets`, the set RUN built is trained again with the preset's recipe for it, `--draws` times, under training seeds
@@ -54,12 +54,14 @@ def main() -> None:
     ap.add_argument("--preset", default="synthetic")
     ap.add_argument("--sets", nargs="+", default=["D_rand", "D_det"])
     ap.add_argument("--draws", type=int, default=6, help="training seeds per run seed and set")
+    ap.add_argument("--data-root", help="the dataset's folder, for the CIFAR-10 presets")
     ap.add_argument("--precision", nargs="+", default=["run"], choices=["run", "float32", "bf16"])
     add_record_option(ap)
     args = ap.parse_args()
     torch.set_num_threads(1)
     preset = apply_overrides(get_preset(args.preset), Overrides())
-    data = load_preset_data(preset, RunOptions(out=args.runs[0], presets=(args.preset,), progress=False))
+    data = load_preset_data(preset, RunOptions(out=args.runs[0], presets=(args.preset,), progress=False,
+                                                      data_root=args.data_root))
     test, num_classes = data["test"], data["num_classes"]
     mean, std = channel_stats(data["train"].images)
     rows, numbers = [], []

@@ -1,5 +1,6 @@
-"""Preset `cifar10_cpu`: every stage of the paper on real CIFAR-10 on 2 CPU cores, in 72 minutes per seed (57 without
-the follow-ups; measured alone on 2 Intel Xeon cores with AVX512-BF16, benchmarks/RESULTS.md, "cifar10_cpu").
+"""Preset `cifar10_cpu`: every stage of the paper on real CIFAR-10 on 2 CPU cores, in 47 minutes per seed with the
+follow-ups (measured alone on 2 AMD EPYC cores with AVX512-BF16, two one-thread worker processes; benchmarks/RESULTS.md,
+"cifar10_cpu").
 
 Run with `--data-root` pointing at a folder holding `cifar-10-batches-py/` (or `--download` when online). The
 paper's threat model is kept (L2 eps 0.5 for adversarial training and D_R / D_NR, 0.25 for evaluation) except for
@@ -17,7 +18,8 @@ not the paper's (5,000 training images, a 0.4M-parameter network), and the repor
 from ..training import AdversarialConfig, ModelSpec, TrainConfig
 from . import PAPER_CIFAR10, EvalConfig, FollowupsConfig, InversionConfig, Preset, RelabelConfig, ThreatModel
 
-N_TRAIN = 5_000  # every construction costs steps x N_TRAIN: 5,000 keeps each at 500k image-steps (~3 min)
+N_TRAIN = 5_000  # a construction costs steps x N_TRAIN: 5,000 keeps an inversion at 500k image-steps (~4.5 min on
+# one of two worker processes, ~3 min on both cores) and a relabelling at 250k
 N_TEST = 1_000  # +-1.5 points standard error at 50%; the APGD cascade on a robust model costs ~400 steps/point
 # Attack batches of 128 (inversion, relabelling, evaluation): measured 1.2-1.3x the image-steps per second of 512 on
 # 2 cores, 256 in between (benchmarks/speed/cifar_stages.py --attack-batch; benchmarks/RESULTS.md, "cifar10_cpu")
