@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 TRAINED = ("D", "D_adv", "D_R", "D_NR", "D_rand", "D_det")
 CONSTRUCTED = ("D_R", "D_NR", "D_rand", "D_det")
 RELEASED_NAME = dict(zip(CONSTRUCTED, RELEASED_CIFAR_FOLDERS, strict=True))
-QUICK = ["reproduce", "--preset", "cifar10", "--quick", "--no-theory", "--no-progress"]
+QUICK = ["reproduce", "--preset", "cifar10", "--quick", "--no-theory", "--no-progress", "--jobs", "1"]
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from advfeatures.evaluation import clean_accuracy
 from advfeatures.pipeline import Overrides, apply_overrides
 from advfeatures.presets import get_preset
 
-QUICK = ["reproduce", "--preset", "synthetic", "--quick", "--no-progress", "--no-theory"]
+QUICK = ["reproduce", "--preset", "synthetic", "--quick", "--no-progress", "--no-theory", "--jobs", "1"]
 SEED_DIRS = ("synthetic", "synthetic/seeds/1")
 
 

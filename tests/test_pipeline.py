@@ -19,7 +19,7 @@ from advfeatures.evaluation import transfer_rate
 from advfeatures.pipeline import Overrides, RunOptions, reproduce
 from advfeatures.results import aggregate
 
-QUICK = ["--preset", "synthetic", "--quick", "--no-progress"]
+QUICK = ["--preset", "synthetic", "--quick", "--no-progress", "--jobs", "1"]  # one process: "  NAME" log lines
 SETS = ("D", "D_adv", "D_R", "D_NR", "D_rand", "D_det")
 
 
@@ -113,7 +113,8 @@ def test_no_followups_skips_them_and_a_log_file_gets_lines_not_bars(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "\r" not in proc.stdout + proc.stderr and "it/s" not in proc.stderr
-    stage_lines = [line for line in proc.stdout.splitlines() if line.startswith("  ")]
+    # one process logs "  NAME ...", worker processes "[synthetic seed 0] NAME ..." (one worker per core by default)
+    stage_lines = [line for line in proc.stdout.splitlines() if line.startswith(("  ", "[synthetic seed 0] "))]
     assert len(stage_lines) >= 13 and len(proc.stdout) < 5000, proc.stdout
     r = json.loads((out / "synthetic" / "results.json").read_text())
     assert "followups" not in r and not any(s.startswith("followup") for s in r["seconds"]["stages"])

@@ -301,6 +301,7 @@ def test_two_reproduce_commands_on_one_folder(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "advfeatures", "reproduce", "--preset", "synthetic", "--quick", "--limit", "32",
            "--epochs", "1", "--steps", "1", "--eval-targets", "0", "--no-theory", "--no-followups", "--no-progress",
+           "--jobs", "1",  # one process: its log lists each stage as "  NAME  cached"
            "--out", str(out)]
     a = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     a.stdout.close()  # the reader has gone before the run starts
