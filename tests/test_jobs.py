@@ -20,15 +20,17 @@ from advfeatures.jobs import Task, plan_jobs, run_tasks, usable_cores
 
 def test_plan_jobs_fills_the_cores_on_a_cpu_only():
     cores = usable_cores()
-    assert plan_jobs(None, "cpu", False) == (cores, 1)  # one single-threaded worker per core, even for one run
-    assert plan_jobs(None, "cuda", False) == (1, cores)  # a GPU's parallelism is inside each run
-    assert plan_jobs(None, "cpu", True) == (1, cores)  # torchrun: its ranks are the processes
-    assert plan_jobs(2, "cpu", False) == (2, max(1, cores // 2))  # asked for
-    assert plan_jobs(1, "cpu", False) == (1, cores)
+    two = min(cores, 2)
+    assert plan_jobs(None, 1, "cpu", False) == (two, max(1, cores // two))  # one run: its stages on two workers
+    assert plan_jobs(None, 6, "cpu", False) == (min(cores, 6), max(1, cores // min(cores, 6)))  # one per run
+    assert plan_jobs(None, 6, "cuda", False) == (1, cores)  # a GPU's parallelism is inside each run
+    assert plan_jobs(None, 6, "cpu", True) == (1, cores)  # torchrun: its ranks are the processes
+    assert plan_jobs(2, 1, "cpu", False) == (2, max(1, cores // 2))  # asked for
+    assert plan_jobs(1, 3, "cpu", False) == (1, cores)
     with pytest.raises(BadInputError, match="--jobs"):
-        plan_jobs(0, "cpu", False)
+        plan_jobs(0, 3, "cpu", False)
     with pytest.raises(BadInputError, match="torchrun"):
-        plan_jobs(2, "cpu", True)
+        plan_jobs(2, 3, "cpu", True)
 
 
 def _square(worker, x: int, log) -> int:

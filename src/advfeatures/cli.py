@@ -64,8 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--jobs", type=_jobs, default=None, metavar="N",
                    help="on a CPU, N worker processes sharing the cores, each taking the next stage of any (preset, "
                         "seed) run whose inputs are ready, so one run's independent stages share them too (default: "
-                        "one single-threaded worker per core; 1 on a GPU). Two one-thread processes do more work "
-                        "than one on two cores; each gets cores/N threads, which (like "
+                        "one per run, at least 2, at most the cores; 1 on a GPU). Two one-thread processes do more "
+                        "work than one on two cores; each gets cores/N threads, which (like "
                         "another machine) can change a seed's floating-point results; the count is recorded in "
                         "results.json")
     r.add_argument("--data-root", help="folder with real datasets (cifar10, restricted_imagenet)")

@@ -75,17 +75,17 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def plan_jobs(requested: int | None, device: str, distributed: bool) -> tuple[int, int]:
-    """(worker processes, torch threads in each). None: one single-threaded worker per core on a CPU, since workers
-    take stages, so even one run's independent stages share them, and one thread per core does more work than one
-    process on every core (1.17x for the CIFAR-10 CPU network's bf16 steps, 1.65x for its float32 ones, 1.48x for
-    synthetic's: benchmarks/speed/worker_processes.py); one process on a GPU or under torchrun (their parallelism is
-    elsewhere). A requested N is taken as given."""
+def plan_jobs(requested: int | None, units: int, device: str, distributed: bool) -> tuple[int, int]:
+    """(worker processes, torch threads in each). None on a CPU: one worker per (preset, seed) run, at least two
+    (workers take stages, so one run's independent stages share them: D and D_adv, the constructions), at most one
+    per core; on 2 cores two one-thread workers did more work than one two-thread process on every network but digits'
+    (benchmarks/records/worker_processes.md). One process on a GPU or under torchrun (their parallelism is elsewhere).
+    A requested N is taken as given."""
     if requested is not None and requested < 1:
         raise BadInputError(f"--jobs must be at least 1, got {requested}")
     cores = usable_cores()
     if requested is None:
-        jobs = 1 if device != "cpu" or distributed else cores
+        jobs = 1 if device != "cpu" or distributed else min(cores, max(units, 2))
     else:
         if distributed and requested > 1:
             raise BadInputError("--jobs above 1 cannot be combined with torchrun; use one or the other")

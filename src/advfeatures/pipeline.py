@@ -95,7 +95,7 @@ class RunOptions:
     progress: bool = True  # progress bars (the CLI turns them off when stderr is not a terminal)
     status_seconds: float = 60.0  # without progress bars: a "still running" line this often during a long stage
     group: ProcessGroup = field(default_factory=ProcessGroup)  # torchrun ranks (a group of one without torchrun)
-    # worker processes taking stages of any (preset, seed) run; None: one single-threaded worker per core on a CPU
+    # worker processes taking stages of any (preset, seed) run; None: one per run, at least 2, at most the cores
     # (jobs.py); 1: everything in this process
     jobs: int | None = 1
 
@@ -241,7 +241,7 @@ def reproduce(options: RunOptions, log: Callable[[str], None] = log_line) -> dic
     if options.released and any(p.dataset != "cifar10" for p in presets):
         raise BadInputError("--released holds the authors' CIFAR-10 datasets; use it with --preset cifar10 only")
     device = resolve_device(options.device)
-    jobs = plan_jobs(options.jobs, device.type, group.distributed)
+    jobs = plan_jobs(options.jobs, len(presets) * options.seeds, device.type, group.distributed)
     if options.autoattack:
         from .autoattack import require_autoattack
 
