@@ -6,19 +6,26 @@ the constructed tensors are the same whatever the batch size, the device count o
 `shard=(rank, world_size)` builds only this process's chunks (see `pipeline` for torchrun). `batch_size` is how
 many images one attack or inversion step sees: several chunks at once on a GPU (thousands of images fill it),
 part of one on a CPU (batches of 128-256 stay in cache); it changes the speed, not the seeding.
+
+The same chunks make a construction resumable: given `partial` (a `PartialChunks`), a builder writes each finished
+chunk to disk and takes the chunks already there instead of computing them, so a construction killed after most of
+an hour (the noise-started inversions on a CPU) loses only the batch in progress.
 """
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from .attacks import flat_norm, invert_representation, pgd_attack
-from .errors import BadInputError
+from .errors import BadInputError, CorruptFileError
 from .evaluation import predict
+from .io import load_tensors, save_tensors
 
 CHUNK = 512
 
@@ -29,6 +36,68 @@ class ConstructedDataset:
     labels: torch.Tensor  # the label a model trained on this set sees
     original_labels: torch.Tensor  # the class of the image it was built from
     diagnostics: dict = field(default_factory=dict)
+
+
+class PartialChunks:
+    """The finished chunks of one construction, on disk until it ends: FOLDER/chunk_NNNNN.safetensors.
+
+    Each file carries `key`, which must name everything the construction depends on (in a run folder: the stage's
+    key, i.e. its settings and the builds of its source models). A chunk is taken only with the same key, the shape
+    the construction expects and a readable file; anything else is computed again and overwritten, so chunks of
+    different settings or source models never mix. Chunks are seeded by their index and the batches they are built
+    in follow from the settings, so a construction resumed from its chunks equals one never interrupted (bit for
+    bit, on the same machine and thread count). `reused` counts the chunks taken.
+    """
+
+    def __init__(self, folder: str | Path, key: str):
+        self.folder, self.key, self.reused = Path(folder), str(key), 0
+
+    def _path(self, chunk: int) -> Path:
+        return self.folder / f"chunk_{chunk:05d}.safetensors"
+
+    def load(self, chunk: int, shape: Sequence[int]) -> torch.Tensor | None:
+        """Chunk `chunk`'s images if a usable file holds them, else None."""
+        path = self._path(chunk)
+        if not path.is_file():
+            return None
+        try:
+            tensors, metadata = load_tensors(path, required=("images",))
+        except CorruptFileError:
+            return None
+        images = tensors["images"]
+        if metadata.get("key") != self.key or tuple(images.shape) != tuple(shape):
+            return None
+        return images
+
+    def save(self, chunk: int, images: torch.Tensor) -> None:
+        save_tensors(self._path(chunk), {"images": images}, {"key": self.key, "chunk": str(chunk)})
+
+    def clear(self) -> None:
+        """Remove the folder: the construction has ended (and its result is saved elsewhere)."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _chunk_rows(chunk_ids: Sequence[int], n: int) -> list[int]:
+    return [min(CHUNK, n - c * CHUNK) for c in chunk_ids]
+
+
+def _reuse(partial: PartialChunks | None, chunk_ids: Sequence[int], images: torch.Tensor) -> torch.Tensor | None:
+    """The group's images from `partial` when every one of its chunks is there (else None: the group is built)."""
+    if partial is None:
+        return None
+    n, shape = images.shape[0], images.shape[1:]
+    parts = [partial.load(c, (rows, *shape)) for c, rows in zip(chunk_ids, _chunk_rows(chunk_ids, n), strict=True)]
+    if any(p is None for p in parts):
+        return None
+    partial.reused += len(parts)
+    return torch.cat(parts).to(images.device, images.dtype)
+
+
+def _keep(partial: PartialChunks | None, chunk_ids: Sequence[int], n: int, built: torch.Tensor) -> None:
+    if partial is None:
+        return
+    for c, part in zip(chunk_ids, built.split(_chunk_rows(chunk_ids, n)), strict=True):
+        partial.save(c, part)
 
 
 def _chunks(n: int, shard: tuple[int, int]):
@@ -73,12 +142,14 @@ def build_inverted_dataset(
     batch_size: int = CHUNK,
     progress: bool = True,
     desc: str = "invert",
+    partial: PartialChunks | None = None,
 ) -> ConstructedDataset:
     """x_r = argmin_z ||g(z) - g(x)||_2 over z in [0, 1] (paper C.4), label y kept.
 
     `start="image"`: from a different random training image (label-independent); `start="noise"`: from
     uniform noise (the paper uses 10x the steps there). With a robust model's g this is D_R, with a standard
-    model's g it is D_NR. Rows outside this process's shard are left as zeros.
+    model's g it is D_NR. Rows outside this process's shard are left as zeros. `partial`: keep finished chunks
+    there and take those already there (PartialChunks).
     """
     if start not in ("image", "noise"):
         raise BadInputError(f"unknown inversion start {start!r}; choose 'image' or 'noise'")
@@ -87,6 +158,10 @@ def build_inverted_dataset(
     out = torch.zeros_like(images)
     groups = _chunk_batches(n, shard, batch_size, images.device)
     for chunk_ids, index in tqdm(groups, desc=desc, disable=not progress, leave=False, unit="batch"):
+        done = _reuse(partial, chunk_ids, images)
+        if done is not None:
+            out[index] = done
+            continue
         if start == "image":
             init = images[start_index.to(images.device)[index]]
         else:
@@ -99,6 +174,7 @@ def build_inverted_dataset(
             model, images[index], init, steps=steps, step_size=step_size, batch_size=batch_size, amp=amp,
             tolerance=tolerance,
         )
+        _keep(partial, chunk_ids, n, out[index])
     return ConstructedDataset(out, labels.clone(), labels.clone(), {"start": start})
 
 
@@ -149,24 +225,31 @@ def build_relabelled_dataset(
     batch_size: int = CHUNK,
     progress: bool = True,
     keep_models: Sequence[torch.nn.Module] = (),
+    partial: PartialChunks | None = None,
 ) -> ConstructedDataset:
     """x_adv = argmin_{||x' - x|| <= eps} CE(C(x'), t), labelled t (paper C.5): D_rand (mode "rand"), D_det ("det").
 
     With `keep_models` f_1..f_K the attack also keeps each f_i on the true label y: it minimises
     CE(C(x'), t) + (1/K) sum_i CE(f_i(x'), y) (Nakkiran, "Adversarial examples are just bugs, too", Distill 2019;
     with mode "det" his D_det_bugs). Without them the result is exactly the paper's set. The diagnostics record
-    the mode and K ("keep_models").
+    the mode and K ("keep_models"). `partial`: keep finished chunks there and take those already there
+    (PartialChunks).
     """
     keep_models = tuple(keep_models)
     targets = relabel_targets(labels, mode, num_classes, seed)
     out = torch.zeros_like(images)
     groups = _chunk_batches(images.shape[0], shard, batch_size, images.device)
-    for _, index in tqdm(groups, desc=f"D_{mode}", disable=not progress, leave=False, unit="batch"):
+    for chunk_ids, index in tqdm(groups, desc=f"D_{mode}", disable=not progress, leave=False, unit="batch"):
+        done = _reuse(partial, chunk_ids, images)
+        if done is not None:
+            out[index] = done
+            continue
         out[index] = pgd_attack(
             model, images[index], targets[index], norm=norm, eps=eps, steps=steps, step_size=step_size,
             targeted=True, batch_size=batch_size, amp=amp, early_stop=early_stop,
             keep_models=keep_models, keep_labels=labels[index] if keep_models else None,
         )
+        _keep(partial, chunk_ids, images.shape[0], out[index])
     return ConstructedDataset(out, targets, labels.clone(), {"mode": mode, "keep_models": len(keep_models)})
 
 

@@ -7,6 +7,7 @@ Layout of a run directory DIR (see ../shared/DESIGN.md):
     DIR/<preset>/models/NAME.safetensors, DIR/<preset>/datasets/NAME.safetensors   (seed 0)
     DIR/<preset>/seeds/<k>/...        the same for seed k > 0
     DIR/<preset>/stages/*.json        one record per finished stage (what resume trusts)
+    DIR/<preset>/partial/<stage>/     a running construction's finished chunks (removed when the stage ends)
     DIR/theory/                       Section 4 figures and numbers
     DIR/results.md, DIR/report.html, DIR/figures/*.png
 
@@ -21,7 +22,9 @@ trusted only when its key is the key the stage has now and its artefacts validat
 the stages that read it and everything built from them, and nothing else; and a stage computed again for any
 reason (a changed setting, a corrupt or deleted file, a deleted record) re-runs everything built from it: resume
 never relies on training being deterministic. A record is written (atomically) only after its artefacts, so a
-kill at any moment loses at most the stage in progress.
+kill at any moment loses at most the stage in progress, and of a construction (D_R, D_NR, D_rand, ..., the
+noise-started controls) only the batch in progress: its finished chunks wait in partial/<stage>/, bound to the
+stage's key (construct.PartialChunks), until the stage ends.
 
 Under torchrun every rank runs every stage (stages hold collectives: DDP training, sharded construction) unless
 it is `main_only`; only rank 0 writes, and every rank takes the same cached/rebuild decision and the same build.
@@ -29,9 +32,11 @@ it is `main_only`; only rank 0 writes, and every rank takes the same cached/rebu
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import secrets
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -84,6 +89,11 @@ class Stage:
         return tuple(self.reads(run) if callable(self.reads) else self.reads)
 
 
+def partial_folder(directory: Path, stage: str) -> Path:
+    """Where stage `stage` keeps a construction's finished chunks while it runs (construct.PartialChunks)."""
+    return directory / "partial" / stage
+
+
 def stage_key(reads: dict, upstream: dict[str, str]) -> str:
     blob = json.dumps({"scheme": KEY_SCHEME, "reads": reads, "upstream": upstream}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -117,13 +127,19 @@ class StageCache:
         name = stage.record(run) if stage.record else stage.name
 
         def compute() -> dict:
-            with run.reading(stage.name, paths):
+            with run.reading(stage.name, paths, key=stage_key(reads, upstream)):
                 return stage.body(run, inputs)
 
         validate = (lambda result: stage.validate(run, result)) if stage.validate else None
         identity = (lambda result: stage.identity(run, result)) if stage.identity else None
-        return self.run(name, compute, reads=reads, upstream=upstream, validate=validate, identity=identity,
-                        main_only=stage.main_only, output=stage.output, finished=finished)
+        result = self.run(name, compute, reads=reads, upstream=upstream, validate=validate, identity=identity,
+                          main_only=stage.main_only, output=stage.output, finished=finished)
+        leftover = partial_folder(self.dir, stage.name)
+        if self.group.is_main and leftover.exists():  # the stage has ended (its record written): chunks not needed
+            shutil.rmtree(leftover, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                leftover.parent.rmdir()  # when empty
+        return result
 
     def run(self, name: str, compute: Callable[[], dict], *, reads: dict | None = None,
             upstream: dict[str, str] | None = None, validate: Callable[[dict], None] | None = None,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ..construct import ConstructedDataset, build_inverted_dataset, build_relabelled_dataset
+from ..construct import ConstructedDataset, PartialChunks, build_inverted_dataset, build_relabelled_dataset
 from ..data import load_dataset_file, save_dataset_file
 from ..device import bf16_is_fast, compile_model, resolve_device
 from ..distributed import gather_shards
@@ -28,7 +28,7 @@ from ..evaluation import clean_accuracy, robust_accuracy_curve, robust_examples
 from ..io import load_tensors, pack_mask, save_tensors
 from ..models import load_model, save_model
 from ..presets import Preset
-from ..runfolder import StageCache
+from ..runfolder import StageCache, partial_folder
 from ..training import ModelSpec, TrainConfig, channel_stats, train_new_model
 
 ALWAYS = ("name", "description", "paper", "seed")  # identity and report text: readable by every stage
@@ -107,17 +107,20 @@ class PresetRun:
         self._amp = (preset.amp if options.amp is None else options.amp) and bf16_is_fast(self.device)
         self.channels_last = preset.channels_last if options.channels_last is None else options.channels_last
         self._reading: tuple[str, tuple[str, ...]] | None = None  # (stage, declared reads) while a body runs
+        self._stage_key: str | None = None  # the running stage's key (what its partial constructions are bound to)
         self._models: dict[str, torch.nn.Module] = {}  # loaded models, by name, until a stage writes that name
 
     # -- settings, guarded while a stage body runs
     @contextmanager
-    def reading(self, stage: str, paths: tuple[str, ...]):
-        """While the block runs (stage `stage`'s body), only `paths` (and ALWAYS) are readable."""
-        before, self._reading = self._reading, (stage, (*ALWAYS, *paths))
+    def reading(self, stage: str, paths: tuple[str, ...], key: str | None = None):
+        """While the block runs (stage `stage`'s body, whose key is `key`), only `paths` (and ALWAYS) are
+        readable."""
+        before, self._reading = (self._reading, self._stage_key), (stage, (*ALWAYS, *paths))
+        self._stage_key = key
         try:
             yield
         finally:
-            self._reading = before
+            self._reading, self._stage_key = before
 
     def _check(self, path: str) -> None:
         if self._reading is not None and not _covers(self._reading[1], path):
@@ -294,10 +297,12 @@ class PresetRun:
         inv = self.preset.inversion
         start = start or inv.start
         steps = inv.steps if steps is None else steps
+        partial = self._partial()
         ds = build_inverted_dataset(source, self.train_x, self.train_y, steps=steps, step_size=inv.step_size,
                                     start=start, tolerance=inv.tolerance, seed=self.seed, amp=self.amp,
                                     progress=self.progress, shard=self.group.shard, desc=desc,
-                                    batch_size=inv.batch_size)
+                                    batch_size=inv.batch_size, partial=partial)
+        self._log_reused(partial)
         ds.images = gather_shards(ds.images, self.group)  # each rank built its own chunks
         return ds
 
@@ -310,9 +315,22 @@ class PresetRun:
                                       norm=norm, eps=rel.eps, steps=rel.steps, step_size=rel.step_size,
                                       early_stop=rel.early_stop, seed=self.seed, amp=self.amp,
                                       progress=self.progress, shard=self.group.shard, keep_models=keep_models,
-                                      batch_size=rel.batch_size)
+                                      batch_size=rel.batch_size, partial=(partial := self._partial()))
+        self._log_reused(partial)
         ds.images = gather_shards(ds.images, self.group)
         return ds
+
+    def _partial(self) -> PartialChunks | None:
+        """Where the running stage keeps its construction's finished chunks (partial/STAGE/, bound to the stage's
+        key; StageCache removes it when the stage ends): a stage killed mid-construction resumes from them."""
+        if self._reading is None or self._stage_key is None:
+            return None
+        return PartialChunks(partial_folder(self.dir, self._reading[0]), self._stage_key)
+
+    def _log_reused(self, partial: PartialChunks | None) -> None:
+        if partial is not None and partial.reused:
+            self.log(f"  {self._reading[0]:<16} resumed: {partial.reused} finished chunk(s) taken from an "
+                     "interrupted run")
 
     def save_constructed(self, name: str, ds: ConstructedDataset) -> None:
         """datasets/NAME (images, labels) and datasets/NAME.original_labels, written by rank 0."""
