@@ -10,7 +10,7 @@ from __future__ import annotations
 from ...document import Block, Figures, Table, pct, plt
 from ..sources.section import given_names
 from ..transfer.section import transfer_architectures, transfer_fit
-from ..verdicts import with_seed_counts
+from ..verdicts import above, below, both, test_set_size, verdict_text, with_seed_counts
 
 SETS = ("D", "D_adv", "D_R", "D_NR", "D_rand", "D_det", "D_det_unleaked")
 DESCRIPTIONS = {
@@ -50,7 +50,7 @@ def _spread(entry: dict, key: str) -> str:
 
 def claims(r: dict) -> list[list[str]]:
     """The paper's qualitative claims, each checked against this run's numbers (the seeds' means, with the seed count
-    where seeds disagree: verdicts.py)."""
+    where seeds disagree; on one seed, "undecided" within the test set's binomial error: verdicts.py)."""
     return with_seed_counts(_claims, r)
 
 
@@ -58,36 +58,41 @@ def _claims(r: dict) -> list[list[str]]:
     a = r["accuracy"]
     chance = 1.0 / r.get("num_classes", 10)
     get = lambda n, k: a.get(n, {}).get(k)  # noqa: E731
+    n = test_set_size(r)
     out = []
 
     def check(claim, ok, evidence):
         if ok is None:
             return
-        out.append([claim, "holds" if ok else "does not hold", evidence])
+        out.append([claim, verdict_text(ok), evidence])
+
+    def gains(name, key, over, by):  # name's accuracy above over's by more than `by`
+        return above(r, get(name, key), get(over, key) + by, n, against=get(over, key))
 
     given = given_names(r)
     if get("D", "robust") is not None:
         check("the given standard model is not robust (its training was not run here)" if "D" in given
-              else "standard models are not robust", get("D", "robust") < 0.1,
+              else "standard models are not robust", below(r, get("D", "robust"), 0.1, n),
               f"D: {pct(get('D', 'clean'))}% clean, {pct(get('D', 'robust'))}% robust")
     if get("D_adv", "robust") is not None:
         check("the given robust model is more robust than D (adversarial training was not run here)"
-              if "D_adv" in given else "adversarial training buys robustness",
-              get("D_adv", "robust") > get("D", "robust") + 0.1,
+              if "D_adv" in given else "adversarial training buys robustness", gains("D_adv", "robust", "D", 0.1),
               f"D_adv robust {pct(get('D_adv', 'robust'))}% vs D {pct(get('D', 'robust'))}%")
     if get("D_R", "robust") is not None:
         check("robustness is in the data: standard training on D_R gives robust models",
-              get("D_R", "robust") > get("D", "robust") + 0.1,
+              gains("D_R", "robust", "D", 0.1),
               f"D_R robust {pct(get('D_R', 'robust'))}% vs D {pct(get('D', 'robust'))}%")
-        check("D_R beats D_NR in robustness", get("D_R", "robust") > get("D_NR", "robust") + 0.05,
+        check("D_R beats D_NR in robustness", gains("D_R", "robust", "D_NR", 0.05),
               f"D_R {pct(get('D_R', 'robust'))}% vs D_NR {pct(get('D_NR', 'robust'))}%")
     if get("D_NR", "clean") is not None:
-        check("D_NR generalises but is not robust", get("D_NR", "clean") > 0.5 and get("D_NR", "robust") < 0.1,
+        check("D_NR generalises but is not robust",
+              both(above(r, get("D_NR", "clean"), 0.5, n), below(r, get("D_NR", "robust"), 0.1, n)),
               f"D_NR {pct(get('D_NR', 'clean'))}% clean, {pct(get('D_NR', 'robust'))}% robust")
-    for n in ("D_rand", "D_det", "D_det_unleaked"):
-        if get(n, "clean") is not None:
-            check(f"non-robust features alone generalise ({n} far above chance)", get(n, "clean") > 2 * chance,
-                  f"{n}: {pct(get(n, 'clean'))}% on the real test set (chance {pct(chance)}%)")
+    for name in ("D_rand", "D_det", "D_det_unleaked"):
+        if get(name, "clean") is not None:
+            check(f"non-robust features alone generalise ({name} far above chance)",
+                  above(r, get(name, "clean"), 2 * chance, n),
+                  f"{name}: {pct(get(name, 'clean'))}% on the real test set (chance {pct(chance)}%)")
     cons = r.get("construction", {}).get("D_det", {})
     if "robust_model_reads_original" in cons:
         check("D_det images still look like their original class to a robust model",

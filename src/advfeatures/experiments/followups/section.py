@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from ...document import Block, Table, Text
-from ..verdicts import with_seed_counts
+from ..verdicts import above, below, both, test_set_size, verdict_text, with_seed_counts
 
 # the responders' CIFAR-10 figures (Distill 2019), printed beside ours
 NAKKIRAN = {"D_det_bugs": {"transfer_rate": 1.7, "accuracy_on_Y": 2.8, "accuracy_on_Y_plus_1": 70.8},
@@ -153,10 +153,11 @@ def followup_claims(r: dict) -> list[list[str]]:
 
 def _claims(r: dict) -> list[list[str]]:
     chance = 1.0 / r.get("num_classes", 10)
+    n = test_set_size(r)  # the accuracies below on the real test set: "undecided" within its error on one seed
     out = []
 
-    def check(claim: str, ok: bool, evidence: str) -> None:
-        out.append([claim, "holds" if ok else "does not hold", evidence])
+    def check(claim: str, ok, evidence: str) -> None:
+        out.append([claim, verdict_text(ok), evidence])
 
     def pct(v: float) -> str:
         return f"{100 * v:.1f}%"
@@ -172,7 +173,7 @@ def _claims(r: dict) -> list[list[str]]:
         r, "nakkiran", "D_det_bugs", "accuracy_on_Y_plus_1")
     if None not in (on_y, on_y1):
         check("Nakkiran: a model trained on D_det_bugs does not learn (X, Y) (not above 2x chance) and predicts Y+1 "
-              "instead", on_y <= 2 * chance and on_y1 > on_y,
+              "instead", both(below(r, on_y, 2 * chance, n), on_y1 > on_y),
               f"(X, Y) {pct(on_y)}, (X, Y+1) {pct(on_y1)}; chance {pct(chance)}")
     net, rule = _mean(r, "nakkiran", "squares", "network_robust"), _mean(r, "nakkiran", "squares",
                                                                          "linear_rule_robust")
@@ -183,16 +184,17 @@ def _claims(r: dict) -> list[list[str]]:
         r, "goh", "leakage_D_det", "test_accuracy")
     if leak_rand is not None:
         check("Goh: robust features leak into D_rand (linear probe more than 5 points above chance)",
-              leak_rand > chance + 0.05, f"{pct(leak_rand)} (chance {pct(chance)}; his 23.5%)")
+              above(r, leak_rand, chance + 0.05, n), f"{pct(leak_rand)} (chance {pct(chance)}; his 23.5%)")
     if leak_det is not None:
         check("Goh: little robust-feature leakage in D_det (linear probe at most 5 points above chance)",
-              leak_det <= chance + 0.05, f"{pct(leak_det)} (chance {pct(chance)}; his 6.81%)")
+              below(r, leak_det, chance + 0.05, n), f"{pct(leak_det)} (chance {pct(chance)}; his 6.81%)")
     certified = _mean(r, "goh", "robust_linear", "certified")
     if certified is not None:
         check("Goh: the robust linear features meet his specification 2 (>= 80% of test predictions certified)",
-              certified >= 0.8, f"{pct(certified)} certified at eps {r['followups']['goh'].get('eps', 0):g}")
+              above(r, certified, 0.8, n), f"{pct(certified)} certified at eps {r['followups']['goh'].get('eps', 0):g}")
     student = _mean(r, "wallace", "student_test_accuracy")
     if student is not None:
         check("Wallace: a model trained only on a weak teacher's wrong labels generalises (far above chance)",
-              student > 2 * chance, f"{pct(student)} on the real test set (chance {pct(chance)}; his 49.7%)")
+              above(r, student, 2 * chance, n),
+              f"{pct(student)} on the real test set (chance {pct(chance)}; his 49.7%)")
     return out
