@@ -11,7 +11,7 @@ import torch
 from advfeatures.io import pack_mask, unpack_mask
 from advfeatures.pipeline import Overrides, RunOptions, reproduce
 from advfeatures.report import run_summary
-from advfeatures.results import machine_record
+from advfeatures.results import computed_under, machine_record
 
 
 @pytest.mark.parametrize("n", [1, 7, 8, 9, 100, 1001])
@@ -79,3 +79,21 @@ def test_the_report_says_stage_time_is_summed_when_workers_ran_side_by_side():
     assert run_summary(r).startswith("Threat model: L2 eps 0.25; seeds: 1; stage time 5556s. Ran on cpu")
     del r["machine"]  # results.json written before "machine" existed
     assert run_summary(r) == "Threat model: L2 eps 0.25; seeds: 1; stage time 5556s."
+
+
+def test_stages_computed_under_other_code_or_threads_are_listed_and_the_report_warns():
+    here = {"commit": "aaaa", "device": "cpu X", "torch": "2.14", "threads": 1}
+    there = {**here, "threads": 2}
+    per_seed = [{"computed": {"D": here, "D_adv": here}}, {"computed": {"D": here, "D_adv": there}}]
+    groups = computed_under(per_seed)
+    assert groups == [{**here, "stages": ["seed 0: D", "seed 0: D_adv", "seed 1: D"]},
+                      {**there, "stages": ["seed 1: D_adv"]}]
+    assert computed_under([{"computed": {"D": None}}]) == [{"commit": "unknown", "stages": ["D"]}]  # an old record
+
+    r = {"threat_model": {"norm": "l2", "eps": 0.25}, "seeds": [0, 1], "seconds": {"total": 10.0},
+         "computed_under": groups}
+    summary = run_summary(r)
+    assert "Mixed provenance: this run's stages were computed under 2 configurations" in summary
+    assert "code aaaa, cpu X, torch 2.14, 2 thread(s): 1 stage(s) (seed 1: D_adv)" in summary
+    r["computed_under"] = groups[:1]
+    assert "Mixed" not in run_summary(r)

@@ -15,6 +15,7 @@ import pytest
 from advfeatures.experiments.context import PresetRun, UndeclaredRead
 from advfeatures.pipeline import STAGES, Overrides, RunOptions, apply_overrides, load_preset_data, run_seed
 from advfeatures.presets import get_preset
+from advfeatures.results import computed_under
 from advfeatures.runfolder import Stage
 
 
@@ -192,3 +193,21 @@ def test_a_changed_memory_format_reruns_the_stages_that_compute(preset_and_data,
     assert calls == ["computes", "plain", "computes"]
     record = json.loads((tmp_path / "stages" / "computes.json").read_text())
     assert record["reads"]["precision"].endswith("/channels_last")
+
+
+def test_records_say_where_they_were_computed_and_a_resumed_run_lists_every_configuration(preset_and_data, tmp_path):
+    """Each record names the commit, device, torch and thread count it was computed with; a stage computed
+    elsewhere (another commit, another thread count: a resumed run) shows up as a second configuration."""
+    preset, data = preset_and_data
+    stages = toy_stages([])
+    first, _ = run_toy(preset, data, tmp_path, stages)
+    computed = json.loads((tmp_path / "stages" / "a.json").read_text())["computed"]
+    assert set(computed) == {"commit", "device", "torch", "threads"} and computed["threads"] >= 1
+    assert computed_under([first]) == [{**computed, "stages": ["a", "b", "c", "d", "e"]}]
+
+    record = json.loads((tmp_path / "stages" / "b.json").read_text())
+    record["computed"] = {**computed, "commit": "another", "threads": computed["threads"] + 1}
+    (tmp_path / "stages" / "b.json").write_text(json.dumps(record))
+    again, _ = run_toy(preset, data, tmp_path, stages)  # every stage cached
+    assert computed_under([again]) == [{**computed, "stages": ["a", "c", "d", "e"]},
+                                       {**record["computed"], "stages": ["b"]}]

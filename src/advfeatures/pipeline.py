@@ -152,13 +152,13 @@ def active_stages(run: PresetRun, stages: tuple[Stage, ...] = STAGES) -> list[St
 def run_seed(run: PresetRun, stages: tuple[Stage, ...] = STAGES) -> dict:
     """Every active stage in order (cached where its record still holds); the seed's results."""
     done = {stage.name: run.cache.run_stage(stage, run) for stage in active_stages(run, stages)}
-    return seed_results(run, done, dict(run.cache.seconds), stages)
+    return seed_results(run, done, dict(run.cache.seconds), stages, computed=dict(run.cache.computed))
 
 
 def seed_results(run: PresetRun, done: dict[str, dict], seconds: dict[str, float],
-                 stages: tuple[Stage, ...] = STAGES) -> dict:
-    """One seed's results from its stages' results (`done`, by stage name) and seconds (by record name), wherever
-    the stages ran."""
+                 stages: tuple[Stage, ...] = STAGES, computed: dict[str, dict | None] | None = None) -> dict:
+    """One seed's results from its stages' results (`done`, by stage name), seconds and where each was computed (by
+    record name), wherever the stages ran."""
     results = new_seed_results()
     for stage in active_stages(run, stages):
         if stage.into and stage.name in done:
@@ -166,6 +166,7 @@ def seed_results(run: PresetRun, done: dict[str, dict], seconds: dict[str, float
     if run.autoattack_beside_ours:
         attack_check.autoattack_beside_ours(results)
     results["seconds"] = seconds
+    results["computed"] = computed or {}
     results["precision"] = "bf16 autocast (training, construction); float32 evaluation" if run.amp else "float32"
     results["memory_format"] = "channels_last" if run.channels_last else "contiguous"
     return results
@@ -340,13 +341,15 @@ def _in_workers(units: list[Unit], presets: dict[str, Preset], out: Path, data: 
     for p in presets.values():
         log(_header(p, options.seeds))
     shared = {u: (presets[u.preset], _seed_dir(out, u), data[u.preset], worker_options) for u in units}
-    done: dict[Unit, dict[str, tuple[dict, str, float]]] = {u: {} for u in units}
-    for (unit, name), (result, record, stage_seconds), _ in run_tasks(tasks, jobs, threads, log, shared):
-        done[unit][name] = (result, record, stage_seconds)
+    done: dict[Unit, dict[str, tuple[dict, str, float, dict | None]]] = {u: {} for u in units}
+    for (unit, name), ended_stage, _ in run_tasks(tasks, jobs, threads, log, shared):
+        done[unit][name] = ended_stage
         if len(done[unit]) == len(active[unit]):
             ended = done[unit]
             record_seconds = {ended[s.name][1]: ended[s.name][2] for s in active[unit]}  # in stage order
-            results = seed_results(runs[unit], {n: r for n, (r, _, _) in ended.items()}, record_seconds)
+            computed = {ended[s.name][1]: ended[s.name][3] for s in active[unit]}
+            results = seed_results(runs[unit], {n: r for n, (r, _, _, _) in ended.items()}, record_seconds,
+                                   computed=computed)
             yield unit, results, sum(record_seconds.values())
 
 
@@ -370,9 +373,11 @@ def stage_tasks(active: dict[Unit, list[Stage]]) -> list[Task]:
     return sorted(tasks, key=lambda t: priority[t.key])
 
 
-def _stage_task(worker: Worker, unit: Unit, name: str, log: Callable[[str], None]) -> tuple[dict, str, float]:
-    """In a worker process: one stage of one unit; (its result, its record's name, its seconds). The stages it
-    builds on have ended (in this worker or another): their records are loaded, quietly, in stage order."""
+def _stage_task(worker: Worker, unit: Unit, name: str,
+                log: Callable[[str], None]) -> tuple[dict, str, float, dict | None]:
+    """In a worker process: one stage of one unit; (its result, its record's name, its seconds, where it was
+    computed). The stages it builds on have ended (in this worker or another): their records are loaded, quietly,
+    in stage order."""
     runs = worker.memo.setdefault("runs", {})
     if unit not in runs:
         preset, directory, data, options = worker.shared[unit]
@@ -385,7 +390,7 @@ def _stage_task(worker: Worker, unit: Unit, name: str, log: Callable[[str], None
             run.cache.run_stage(upstream, run, finished=True)
     result = run.cache.run_stage(stage, run)
     record = stage.record(run) if stage.record else stage.name
-    return result, record, run.cache.seconds[record]
+    return result, record, run.cache.seconds[record], run.cache.computed[record]
 
 
 def _upstream(stage: Stage, stages: list[Stage]) -> list[Stage]:

@@ -65,7 +65,22 @@ def run_summary(r: dict) -> str:
     spent = f"stage time {r['seconds']['total']:.0f}s"
     if workers > 1:
         spent += f", summed over stages run side by side on {workers} worker processes (the wall time is shorter)"
-    return f"Threat model: {tm['norm'].upper()} eps {tm['eps']:g}; seeds: {len(r['seeds'])}; {spent}.{where}"
+    return (f"Threat model: {tm['norm'].upper()} eps {tm['eps']:g}; seeds: {len(r['seeds'])}; {spent}.{where}"
+            + mixed_provenance(r))
+
+
+def mixed_provenance(r: dict) -> str:
+    """A warning when the stages behind these numbers were computed under more than one configuration (a run
+    resumed on other code, another machine or another thread count: each can change a seed's numbers)."""
+    configs = r.get("computed_under") or []
+    if len(configs) < 2:
+        return ""
+    parts = [f"code {c.get('commit', 'unknown')[:12]}, {c.get('device', 'unknown device')}, torch "
+             f"{c.get('torch', '?')}, {c.get('threads', '?')} thread(s): {len(c['stages'])} stage(s) "
+             f"({', '.join(c['stages'][:4])}{', ...' if len(c['stages']) > 4 else ''})" for c in configs]
+    return (f" Mixed provenance: this run's stages were computed under {len(configs)} configurations (a resumed "
+            f"run; each can change a seed's numbers; results.json \"computed_under\" lists them): "
+            + "; ".join(parts) + ".")
 
 
 def preset_blocks(out: Path, name: str, r: dict) -> list[Block]:

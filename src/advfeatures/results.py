@@ -7,6 +7,7 @@ beside the mean; "per_seed" keeps every seed's whole results.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -58,8 +59,9 @@ def aggregate(per_seed: list[dict]) -> dict:
 
 
 def _without_examples(seed_results: dict) -> dict:
-    """A seed's results without the per-image bit strings (they stay in the stage records)."""
-    out = dict(seed_results)
+    """A seed's results without the per-image bit strings (they stay in the stage records) and without where each
+    stage was computed (summed up in "computed_under")."""
+    out = {k: v for k, v in seed_results.items() if k != "computed"}
     out["accuracy"] = {name: {k: v for k, v in entry.items() if k != "robust_examples"}
                        for name, entry in seed_results["accuracy"].items()}
     return out
@@ -92,6 +94,7 @@ def preset_results(preset, per_seed: list[dict], *, num_classes: int, released, 
         # how convolutions laid out their tensors: on a CPU it changes a seed's numbers as the thread count does
         "memory_format": per_seed[0].get("memory_format", "contiguous"),
         "seconds": {"total": seconds, "stages": per_seed[0]["seconds"]},
+        "computed_under": computed_under(per_seed),
     }
     if machine is not None:
         results["machine"] = machine
@@ -100,16 +103,28 @@ def preset_results(preset, per_seed: list[dict], *, num_classes: int, released, 
     return results
 
 
+def computed_under(per_seed: list[dict]) -> list[dict]:
+    """Every configuration (commit, device, torch, threads) the seeds' stages were computed under, each with its
+    stages ("seed k: NAME" when there are several seeds). More than one means a resumed run mixed code, machines or
+    thread counts, each of which can change a seed's numbers; a record from before stages said so counts as
+    unknown."""
+    groups: dict[str, list[str]] = {}
+    for k, seed in enumerate(per_seed):
+        for name, where in (seed.get("computed") or {}).items():
+            config = json.dumps(where or {"commit": "unknown"}, sort_keys=True)
+            groups.setdefault(config, []).append(name if len(per_seed) == 1 else f"seed {k}: {name}")
+    return [{**json.loads(config), "stages": names} for config, names in groups.items()]
+
+
 def machine_record(device: torch.device, jobs: int = 1, threads: int | None = None) -> dict:
     """Where a run ran (DESIGN.md: results.json "machine"): the device's name, the CPU and its cores, torch, the
     worker processes and threads each seed ran with, and the code's commit (git where the package sits in a
     checkout, else $ADVFEATURES_COMMIT, else "unknown")."""
     device = torch.device(device)
-    cpu = cpu_model()
     return {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu,
+        "device": device_name(device),
         "device_type": device.type,
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "cpu_cores": os.cpu_count(),
         "torch_threads": threads or torch.get_num_threads(),
         "worker_processes": jobs,
@@ -117,6 +132,17 @@ def machine_record(device: torch.device, jobs: int = 1, threads: int | None = No
         "python": platform.python_version(),
         "commit": code_commit(),
     }
+
+
+def device_name(device: torch.device | str) -> str:
+    """The GPU's name, or the CPU's model for a CPU device."""
+    device = torch.device(device)
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
+
+
+def computed_where(device: torch.device | str) -> dict:
+    """What a stage record says it was computed with, besides its thread count (runfolder: "computed")."""
+    return {"commit": code_commit(), "device": device_name(device), "torch": torch.__version__}
 
 
 def cpu_model() -> str:

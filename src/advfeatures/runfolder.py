@@ -14,7 +14,8 @@ Layout of a run directory DIR (see ../shared/DESIGN.md):
 A stage is a declaration (`Stage`): its name, the settings its body reads, the stages it builds on, and the body.
 A finished stage leaves the record DIR/<preset>/stages/<name>.json:
 
-    {"result": {...}, "seconds": 12.3, "key": "...", "build": "...", "reads": {...}, "upstream": {...}}
+    {"result": {...}, "seconds": 12.3, "key": "...", "build": "...", "reads": {...}, "upstream": {...},
+     "computed": {"commit": "...", "device": "...", "torch": "2.x", "threads": 1}}
 
 `key` hashes exactly the settings the stage declares it reads (their values in `reads`) and the `build` of every
 stage it builds on (`upstream`); `build` names one computation of the stage, new each time it runs. A record is
@@ -25,6 +26,11 @@ never relies on training being deterministic. A record is written (atomically) o
 kill at any moment loses at most the stage in progress, and of a construction (D_R, D_NR, D_rand, ..., the
 noise-started controls) only the batch in progress: its finished chunks wait in partial/<stage>/, bound to the
 stage's key (construct.PartialChunks), until the stage ends.
+
+`computed` says where the stage's numbers came from: the code's commit, the device, torch and the thread count. None
+of these is in the key (a resumed run on a new commit or with another --jobs keeps what still holds, by design), but
+each can change a seed's numbers, so results.json lists the stages of every configuration when a run's stages came
+from more than one ("computed_under"), and the report says so.
 
 Under torchrun every rank runs every stage (stages hold collectives: DDP training, sharded construction) unless
 it is `main_only`; only rank 0 writes, and every rank takes the same cached/rebuild decision and the same build.
@@ -44,6 +50,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from .distributed import ProcessGroup
 from .errors import BadInputError, CorruptFileError
@@ -106,9 +114,11 @@ class StageCache:
     """
 
     def __init__(self, directory: Path, log: Callable[[str], None], group: ProcessGroup | None = None,
-                 status_seconds: float | None = None):
+                 status_seconds: float | None = None, where: dict | None = None):
         self.dir, self.log, self.group = directory, log, group or ProcessGroup()
+        self.where = where or {}  # what a new record's "computed" says besides the thread count
         self.seconds: dict[str, float] = {}
+        self.computed: dict[str, dict | None] = {}  # by record name: where each stage's numbers were computed
         self.builds: dict[str, str] = {}
         self.results: dict[str, dict] = {}
         self.status_seconds = status_seconds  # a "still running" line this often (None: never; progress bars)
@@ -164,7 +174,7 @@ class StageCache:
                 data, problem = None, f"cached record unusable ({err}); rebuilding"
         if self.group.all_agree(data is not None):
             return self._done(name, output, data["result"], data["build"], data.get("seconds", 0.0), cached=True,
-                              quiet=finished)
+                              quiet=finished, computed=data.get("computed"))
         if finished:  # never computed twice at once: the worker that ran it left no usable record
             raise RuntimeError(f"stage {name} ended in another worker but its record is unusable: "
                                f"{problem or 'missing'}")
@@ -180,16 +190,19 @@ class StageCache:
         if self.group.is_main:
             build = identity(result) if identity else secrets.token_hex(8)
             write_json_atomic(record, {"result": result, "seconds": seconds, "key": key, "build": build,
-                                       "reads": reads, "upstream": upstream})
+                                       "reads": reads, "upstream": upstream,
+                                       "computed": {**self.where, "threads": torch.get_num_threads()}})
         self.group.barrier()
         written = read_json(record)  # every rank takes rank 0's build (and, for a main-only stage, its result)
         if result is None:
             result, seconds = written["result"], written["seconds"]
-        return self._done(name, output, result, written["build"], seconds, cached=False)
+        return self._done(name, output, result, written["build"], seconds, cached=False,
+                          computed=written.get("computed"))
 
     def _done(self, name: str, output: str | None, result: dict, build: str, seconds: float, cached: bool,
-              quiet: bool = False) -> dict:
+              quiet: bool = False, computed: dict | None = None) -> dict:
         self.seconds[name] = seconds
+        self.computed[name] = computed
         self.builds[output or name], self.results[output or name] = build, result
         if not quiet:
             self.log(f"  {name:<16} cached" if cached else f"  {name:<16} {seconds:6.1f}s  {summarise(result)}")

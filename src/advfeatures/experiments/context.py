@@ -28,6 +28,7 @@ from ..evaluation import clean_accuracy, robust_accuracy_curve, robust_examples
 from ..io import load_tensors, pack_mask, save_tensors
 from ..models import load_model, save_model
 from ..presets import Preset
+from ..results import computed_where
 from ..runfolder import StageCache, partial_folder
 from ..training import ModelSpec, TrainConfig, channel_stats, train_new_model
 
@@ -93,7 +94,8 @@ class PresetRun:
         self._test_x, self._test_y = self._test.images.to(self.device), self._test.labels.to(self.device)
         self._num_classes = data["num_classes"]
         self.mean, self.std = channel_stats(self._train.images)
-        self.cache = StageCache(directory, log, self.group, None if options.progress else options.status_seconds)
+        self.cache = StageCache(directory, log, self.group, None if options.progress else options.status_seconds,
+                                where=computed_where(self.device))
         self._released = data.get("released")
         self._released_from = str(options.released) if options.released else None
         self._given = data.get("given", {})  # {"D" / "D_adv": GivenModel}: sources used instead of trained
