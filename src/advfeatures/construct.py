@@ -46,7 +46,8 @@ class PartialChunks:
     the construction expects and a readable file; anything else is computed again and overwritten, so chunks of
     different settings or source models never mix. Chunks are seeded by their index and the batches they are built
     in follow from the settings, so a construction resumed from its chunks equals one never interrupted (bit for
-    bit, on the same machine and thread count). `reused` counts the chunks taken.
+    bit, on the same machine and thread count; like a cached stage, a chunk computed under another thread count is
+    taken too: the key does not hold the thread count). `reused` counts the chunks taken.
     """
 
     def __init__(self, folder: str | Path, key: str):

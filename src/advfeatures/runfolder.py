@@ -29,8 +29,8 @@ stage's key (construct.PartialChunks), until the stage ends.
 
 `computed` says where the stage's numbers came from: the code's commit, the device, torch and the thread count. None
 of these is in the key (a resumed run on a new commit or with another --jobs keeps what still holds, by design), but
-each can change a seed's numbers, so results.json lists the stages of every configuration when a run's stages came
-from more than one ("computed_under"), and the report says so.
+each can change a seed's numbers, so results.json lists every configuration with its stages ("computed_under"), and
+the report warns when a run's stages came from more than one.
 
 Under torchrun every rank runs every stage (stages hold collectives: DDP training, sharded construction) unless
 it is `main_only`; only rank 0 writes, and every rank takes the same cached/rebuild decision and the same build.
