@@ -87,8 +87,6 @@ def test_chunks_of_other_settings_another_shape_or_unreadable_are_computed_again
     PartialChunks(tmp_path, "settings B").save(0, poisoned)  # a chunk of other settings where chunk 0 belongs
     fresh = PartialChunks(tmp_path, "settings A")
     assert torch.equal(build(model, x, y, progress=False, partial=fresh).images, whole) and fresh.reused == 0
-    fresh.clear()
-    assert not tmp_path.exists()
 
 
 class Probe(torch.nn.Module):

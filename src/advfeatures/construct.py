@@ -14,7 +14,6 @@ an hour (the noise-started inversions on a CPU) loses only the batch in progress
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +46,8 @@ class PartialChunks:
     different settings or source models never mix. Chunks are seeded by their index and the batches they are built
     in follow from the settings, so a construction resumed from its chunks equals one never interrupted (bit for
     bit, on the same machine and thread count; like a cached stage, a chunk computed under another thread count is
-    taken too: the key does not hold the thread count). `reused` counts the chunks taken.
+    taken too: the key does not hold the thread count). `reused` counts the chunks taken. In a run folder the stage
+    cache removes the folder once the stage has ended (runfolder.partial_folder).
     """
 
     def __init__(self, folder: str | Path, key: str):
@@ -72,10 +72,6 @@ class PartialChunks:
 
     def save(self, chunk: int, images: torch.Tensor) -> None:
         save_tensors(self._path(chunk), {"images": images}, {"key": self.key, "chunk": str(chunk)})
-
-    def clear(self) -> None:
-        """Remove the folder: the construction has ended (and its result is saved elsewhere)."""
-        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def _chunk_rows(chunk_ids: Sequence[int], n: int) -> list[int]:

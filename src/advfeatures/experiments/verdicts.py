@@ -46,12 +46,18 @@ def above(r: dict, value: float, threshold: float, n: int | None, *, against: fl
     On one seed with `n` known, a difference within two binomial standard errors is Undecided."""
     if not one_seed(r) or not n:
         return value > threshold
-    variance = value * (1 - value) + (against * (1 - against) if against is not None else 0.0)
-    margin = 2 * math.sqrt(max(variance, 0.0) / n)
+    margin = binomial_margin(value, n, against)
     difference = value - threshold
     if abs(difference) <= margin and margin > 0:
         return Undecided(difference, margin, int(n))
     return difference > 0
+
+
+def binomial_margin(value: float, n: int, against: float | None = None) -> float:
+    """Two binomial standard errors of an accuracy `value` on `n` test images (of its difference from `against`,
+    another accuracy on the same images, when given): the only spread one seed has."""
+    variance = value * (1 - value) + (against * (1 - against) if against is not None else 0.0)
+    return 2 * math.sqrt(max(variance, 0.0) / n)
 
 
 def below(r: dict, value: float, threshold: float, n: int | None, *, against: float | None = None) -> Verdict:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 from ...document import Block, Table, Text, pct
+from ..verdicts import binomial_margin
 
 KELLER = {"D_rand": ("83.9", "79.5"), "D_det": ("19.8", "32.3")}  # ResNet-9 on CIFAR-10: real set, shortcut control
 PAPER_NOISE = {"D_R": ("84.1", "48.3"), "D_NR": ("45.6", "1.5")}  # the paper's noise-started sets, clean / 0.25
@@ -27,8 +28,7 @@ def spread(r: dict, a: dict, b: dict) -> tuple[float, str]:
     n = a.get("test_images") or b.get("test_images")
     if not n:
         return math.nan, "unknown (no test size recorded)"
-    se = math.sqrt((a["clean"] * (1 - a["clean"]) + b["clean"] * (1 - b["clean"])) / n)
-    return 2 * se, f"2 binomial s.e. on {n} test images (one seed)"
+    return binomial_margin(a["clean"], n, b["clean"]), f"2 binomial s.e. on {n} test images (one seed)"
 
 
 def verdict(real: dict, control: dict, margin: float) -> str:
