@@ -211,10 +211,10 @@ def test_an_interrupted_parent_ends_its_workers_at_once():
     assert not any("spawn_main" in _cmdline(pid) for pid in workers)
 
 
-def _declared(name: str, needs: tuple[str, ...] = ()):
+def _declared(name: str, needs: tuple[str, ...] = (), heavy: bool = False):
     from advfeatures.runfolder import Stage
 
-    return Stage(name, lambda run, upstream: {}, needs=needs)
+    return Stage(name, lambda run, upstream: {}, needs=needs, heavy=heavy)
 
 
 def test_stage_tasks_wait_for_their_inputs_and_start_the_long_chains_first():
@@ -233,3 +233,17 @@ def test_stage_tasks_wait_for_their_inputs_and_start_the_long_chains_first():
     after = {t.key: t.after for t in tasks}
     assert after[(a, "check")] == ((a, "D"), (a, "D_adv"), (a, "model")) and after[(b, "toy")] == ()
     assert {t.label for t in tasks} == {"a seed 0", "b seed 0"}
+
+
+def test_a_heavy_stage_is_taken_before_every_other_ready_stage():
+    """A stage declared heavy (one dependant, hours of work) goes before stages many others build on."""
+    from advfeatures.jobs import Unit
+    from advfeatures.pipeline import stage_tasks
+
+    stages = [_declared("D"), _declared("construct", ("D",)), _declared("model", ("construct",)),
+              _declared("noise", ("D",), heavy=True), _declared("noise_model", ("noise",))]
+    a = Unit("a", 0)
+    order = [t.key[1] for t in stage_tasks({a: stages})]
+    # without `heavy`: D (4 build on it), construct (1), noise (1), ...: noise after construct
+    assert order[:3] == ["noise", "D", "construct"]
+    assert dict((t.key[1], t.after) for t in stage_tasks({a: stages}))["noise"] == ((a, "D"),)

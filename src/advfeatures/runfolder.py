@@ -85,6 +85,8 @@ class Stage:
     identity: Callable[[Any, dict], str] | None = None  # for a stage whose artefacts are verified copies: their
     # content names the build, so re-installing the same file invalidates nothing (default: a new build each time)
     main_only: bool = False  # computed on rank 0 only (the others read its record)
+    heavy: bool = False  # far longer than any other stage (the from-noise inversions, 10x the steps): a free worker
+    # takes it before any other ready stage, so it does not start last and run alone at the end
 
     @property
     def output(self) -> str:

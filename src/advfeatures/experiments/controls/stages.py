@@ -84,7 +84,7 @@ def _noise(name: str) -> Stage:
         return {"steps": steps, **inversion_diagnostics(source, run.train_x, ds)}
 
     return Stage(f"construct_{name}", body, reads=("data", "inversion", "controls.noise_steps", "precision"),
-                 needs=(source_name,), into=("construction", name), when=_on,
+                 needs=(source_name,), into=("construction", name), when=_on, heavy=True,
                  validate=lambda run, result: run.check_constructed(name))
 
 
