@@ -139,7 +139,7 @@ def test_a_stage_killed_mid_construction_resumes_and_leaves_no_chunks(tmp_path, 
     folder = tmp_path / "killed"
     with pytest.raises(Killed):
         run_in(folder)
-    assert len(list((folder / "partial" / "construct_toy").iterdir())) == 2
+    assert len(list((folder / "partial" / "construct_toy" / "0").iterdir())) == 2
     assert not (folder / "stages" / "construct_toy.json").exists()
 
     monkeypatch.setattr(PartialChunks, "save", real_save)
@@ -151,3 +151,47 @@ def test_a_stage_killed_mid_construction_resumes_and_leaves_no_chunks(tmp_path, 
         return json.loads((f / "stages" / "construct_toy.json").read_text())["result"]
 
     assert result(folder) == result(tmp_path / "whole")
+
+
+def test_a_stage_building_two_sets_keeps_their_chunks_apart(tmp_path, monkeypatch):
+    """Table 9's stage builds D_rand and then D_det against one model: D_det must be what a stage building it alone
+    gets, not D_rand's finished chunks (which it was, from 0bc6f6f until this test), also when the stage resumes."""
+    monkeypatch.setattr(construct, "CHUNK", 64)
+    preset = apply_overrides(get_preset("synthetic"), Overrides(quick=True))
+    preset = dataclasses.replace(preset, relabel=dataclasses.replace(preset.relabel, batch_size=64))
+    data = load_preset_data(preset, RunOptions(progress=False))
+    source = Probe(data["train"].images.shape[1:])
+    reads = ("data", "relabel", "threat.norm", "precision")
+
+    def sums(*modes):
+        def body(run, upstream):
+            return {m: float(run.relabel(source, m).images.double().sum()) for m in modes}
+        return body
+
+    def run_in(folder, stage):
+        log = []
+        run = PresetRun(preset, 0, folder, data, RunOptions(out=folder, progress=False), log.append)
+        run_seed(run, (stage,))
+        return json.loads((folder / "stages" / f"{stage.name}.json").read_text())["result"], log
+
+    alone = {m: run_in(tmp_path / m, Stage("one", sums(m), reads=reads))[0][m] for m in ("rand", "det")}
+    assert alone["rand"] != alone["det"]
+    both, _ = run_in(tmp_path / "both", Stage("two", sums("rand", "det"), reads=reads))
+    assert both == alone
+
+    real_save, saved = PartialChunks.save, []
+
+    def save_then_kill(self, chunk, images):  # killed after D_rand (4 chunks) and one chunk of D_det
+        if len(saved) == 5:
+            raise Killed
+        real_save(self, chunk, images)
+        saved.append(chunk)
+
+    monkeypatch.setattr(PartialChunks, "save", save_then_kill)
+    folder = tmp_path / "killed"
+    with pytest.raises(Killed):
+        run_in(folder, Stage("two", sums("rand", "det"), reads=reads))
+    monkeypatch.setattr(PartialChunks, "save", real_save)
+    resumed, log = run_in(folder, Stage("two", sums("rand", "det"), reads=reads))
+    assert resumed == alone
+    assert sum("resumed: 4 finished chunk(s)" in line or "resumed: 1 finished chunk(s)" in line for line in log) == 2

@@ -116,6 +116,22 @@ def test_a_record_from_before_keys_is_rerun(preset_and_data, tmp_path):
     assert calls == ["e"] and any("no key" in line for line in log)
 
 
+def test_a_raised_revision_reruns_a_stage_and_its_dependants(preset_and_data, tmp_path):
+    """A fix that changes what a body computes raises the stage's revision: its old records (same settings, same
+    upstream builds) are computed again, and what was built on them too; the others are loaded."""
+    preset, data = preset_and_data
+    calls = []
+    run_toy(preset, data, tmp_path, toy_stages(calls))
+    calls.clear()
+    fixed = tuple(dataclasses.replace(s, revision=1) if s.name == "a" else s for s in toy_stages(calls))
+    _, log = run_toy(preset, data, tmp_path, fixed)
+    assert calls == ["a", "c", "d"]
+    assert any("settings changed (stage_revision)" in line for line in log)
+    calls.clear()
+    run_toy(preset, data, tmp_path, fixed)
+    assert calls == []
+
+
 def test_an_undeclared_read_fails_and_writes_no_record(preset_and_data, tmp_path):
     preset, data = preset_and_data
     sneaky = (

@@ -7,7 +7,7 @@ Layout of a run directory DIR (see ../shared/DESIGN.md):
     DIR/<preset>/models/NAME.safetensors, DIR/<preset>/datasets/NAME.safetensors   (seed 0)
     DIR/<preset>/seeds/<k>/...        the same for seed k > 0
     DIR/<preset>/stages/*.json        one record per finished stage (what resume trusts)
-    DIR/<preset>/partial/<stage>/     a running construction's finished chunks (removed when the stage ends)
+    DIR/<preset>/partial/<stage>/<n>/ a running construction's finished chunks (removed when the stage ends)
     DIR/theory/                       Section 4 figures and numbers
     DIR/results.md, DIR/report.html, DIR/figures/*.png
 
@@ -24,7 +24,7 @@ the stages that read it and everything built from them, and nothing else; and a 
 reason (a changed setting, a corrupt or deleted file, a deleted record) re-runs everything built from it: resume
 never relies on training being deterministic. A record is written (atomically) only after its artefacts, so a
 kill at any moment loses at most the stage in progress, and of a construction (D_R, D_NR, D_rand, ..., the
-noise-started controls) only the batch in progress: its finished chunks wait in partial/<stage>/, bound to the
+noise-started controls) only the batch in progress: its finished chunks wait in partial/<stage>/<n>/, bound to the
 stage's key (construct.PartialChunks), until the stage ends.
 
 `computed` says where the stage's numbers came from: the code's commit, the device, torch and the thread count. None
@@ -85,6 +85,8 @@ class Stage:
     identity: Callable[[Any, dict], str] | None = None  # for a stage whose artefacts are verified copies: their
     # content names the build, so re-installing the same file invalidates nothing (default: a new build each time)
     main_only: bool = False  # computed on rank 0 only (the others read its record)
+    revision: int = 0  # raised when a fix changes what the body computes: records of the faulty body (same settings,
+    # same upstream builds) are then computed again instead of trusted (part of the key from 1 on)
     heavy: bool = False  # far longer than any other stage (the from-noise inversions, 10x the steps): a free worker
     # takes it before any other ready stage, so it does not start last and run alone at the end
 
@@ -134,6 +136,8 @@ class StageCache:
             raise RuntimeError(f"stage {stage.name} needs {missing}, which did not run before it")
         paths = stage.settings_read(run)
         reads = run.settings(paths)
+        if stage.revision:
+            reads["stage_revision"] = stage.revision
         upstream = {n: self.builds[n] for n in stage.needs}
         inputs = {n: self.results[n] for n in stage.needs}
         name = stage.record(run) if stage.record else stage.name

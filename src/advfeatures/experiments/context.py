@@ -110,6 +110,7 @@ class PresetRun:
         self.channels_last = preset.channels_last if options.channels_last is None else options.channels_last
         self._reading: tuple[str, tuple[str, ...]] | None = None  # (stage, declared reads) while a body runs
         self._stage_key: str | None = None  # the running stage's key (what its partial constructions are bound to)
+        self._constructions = 0  # constructions the running stage has started (each keeps its chunks apart)
         self._models: dict[str, torch.nn.Module] = {}  # loaded models, by name, until a stage writes that name
 
     # -- settings, guarded while a stage body runs
@@ -117,12 +118,12 @@ class PresetRun:
     def reading(self, stage: str, paths: tuple[str, ...], key: str | None = None):
         """While the block runs (stage `stage`'s body, whose key is `key`), only `paths` (and ALWAYS) are
         readable."""
-        before, self._reading = (self._reading, self._stage_key), (stage, (*ALWAYS, *paths))
-        self._stage_key = key
+        before = self._reading, self._stage_key, self._constructions
+        self._reading, self._stage_key, self._constructions = (stage, (*ALWAYS, *paths)), key, 0
         try:
             yield
         finally:
-            self._reading, self._stage_key = before
+            self._reading, self._stage_key, self._constructions = before
 
     def _check(self, path: str) -> None:
         if self._reading is not None and not _covers(self._reading[1], path):
@@ -323,11 +324,15 @@ class PresetRun:
         return ds
 
     def _partial(self) -> PartialChunks | None:
-        """Where the running stage keeps its construction's finished chunks (partial/STAGE/, bound to the stage's
-        key; StageCache removes it when the stage ends): a stage killed mid-construction resumes from them."""
+        """Where the running stage keeps this construction's finished chunks (partial/STAGE/N/ for the stage's N-th
+        construction, bound to the stage's key and N; StageCache removes partial/STAGE/ when the stage ends): a stage
+        killed mid-construction resumes from them. A stage may build several sets (Table 9 builds D_rand and D_det
+        against the robust model): each has its own folder and key, so one never takes another's chunks (before
+        they did, and Table 9's D_det was D_rand's images)."""
         if self._reading is None or self._stage_key is None:
             return None
-        return PartialChunks(partial_folder(self.dir, self._reading[0]), self._stage_key)
+        n, self._constructions = self._constructions, self._constructions + 1
+        return PartialChunks(partial_folder(self.dir, self._reading[0]) / str(n), f"{self._stage_key}/{n}")
 
     def _log_reused(self, partial: PartialChunks | None) -> None:
         if partial is not None and partial.reused:

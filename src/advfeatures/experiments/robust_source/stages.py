@@ -27,7 +27,8 @@ def run_robust_source(run, upstream: dict) -> dict:
 
 
 STAGES = (
-    Stage("robust_source", run_robust_source, needs=("D_adv",), into=("robust_source",),
+    # revision 1: from commit 0bc6f6f to its fix, D_det's construction took D_rand's finished chunks (context._partial)
+    Stage("robust_source", run_robust_source, needs=("D_adv",), into=("robust_source",), revision=1,
           reads=("data", "relabel", "threat.norm", "precision", "model", "constructed_train.D_rand",
                  "constructed_train.D_det")),
 )
